@@ -1,0 +1,149 @@
+"""Reads this node's command stream (consumer group) and reconciles declared pins.
+
+Commands are acknowledged in the same transaction that records their effect, so a command
+whose agent died mid-way stays pending and is applied once after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+from redis.exceptions import ResponseError
+
+from agent.gpio.manager import PinManager
+from agent.outbox import Link, Outbox, Write
+from common import gpio
+from common.keys import AGENT_GROUP, COMMAND_FIELD, Keys
+from common.redis_client import UNAVAILABLE, Redis
+
+logger = logging.getLogger(__name__)
+
+READ_COUNT = 32
+BLOCK_MS = 5000
+
+
+class CommandConsumer:
+    def __init__(self, redis: Redis, keys: Keys, node_id: str, manager: PinManager,
+                 outbox: Outbox, link: Link) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._node_id = node_id
+        self._stream = keys.commands(node_id)
+        self._manager = manager
+        self._outbox = outbox
+        self._link = link
+        self.applied = 0
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._stream, AGENT_GROUP, id="0", mkstream=True)
+        except ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._ensure_group()
+                await self._consume()
+            except UNAVAILABLE:
+                self._link.set(False)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _consume(self) -> None:
+        # Our own pending entries first: commands read but not acked before a crash.
+        position = "0"
+        while True:
+            reply = await self._redis.xreadgroup(
+                AGENT_GROUP, self._node_id, {self._stream: position}, count=READ_COUNT,
+                block=None if position != ">" else BLOCK_MS)
+            self._link.set(True)
+            entries = reply[0][1] if reply else []
+            if position != ">":
+                if not entries:
+                    position = ">"
+                    continue
+                position = entries[-1][0].decode()
+            for entry_id, fields in entries:
+                await self._handle(entry_id, fields)
+
+    async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        ack = Write(("XACK", self._stream, AGENT_GROUP, entry_id))
+        try:
+            cmd = gpio.decode_command(fields[COMMAND_FIELD])
+        except (KeyError, msgspec.DecodeError) as err:
+            logger.error("undecodable command %s dead-lettered: %s", entry_id.decode(), err)
+            self._outbox.emit(None, (Write((
+                "XADD", self._keys.dead_letters, "*", "stream", self._stream,
+                "id", entry_id, "reason", str(err),
+                "raw", fields.get(COMMAND_FIELD, b""))),
+                Write(("INCR", self._keys.dead_letter_count)), ack))
+            return
+        if cmd.op == "release":
+            await self._manager.release(cmd.resource, ack)
+        else:
+            await self._manager.apply(cmd.resource, cmd.spec, cmd.generation, actor=cmd.actor,
+                                      request_id=cmd.request_id, reason="command", ack=ack)
+        self.applied += 1
+
+
+class Reconciler:
+    """Drives every pin this node owns to the state declared in Redis, and reports drift."""
+
+    def __init__(self, redis: Redis, keys: Keys, node_id: str, manager: PinManager,
+                 link: Link, interval: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._node_id = node_id
+        self._manager = manager
+        self._link = link
+        self._interval = interval
+        self._wakeup = asyncio.Event()
+        self._wakeup.set()
+        link.listen(lambda up: self._wakeup.set() if up else None)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self._interval):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            try:
+                await self.reconcile()
+            except UNAVAILABLE:
+                self._link.set(False)
+
+    async def declared(self) -> dict[str, gpio.GpioPin]:
+        claims = await self._redis.hgetall(self._keys.gpio_claims(self._node_id))
+        names = sorted({name.decode() for name in claims.values()})
+        pins: dict[str, gpio.GpioPin] = {}
+        for name in names:
+            raw = await self._redis.hget(self._keys.gpio(name), "resource")
+            if raw is None:
+                continue
+            try:
+                pins[name] = gpio.decode_pin(raw)
+            except msgspec.DecodeError as err:
+                logger.error("stored GPIO resource %s is unreadable: %s", name, err)
+        return pins
+
+    async def reconcile(self) -> None:
+        declared = await self.declared()
+        for name in list(self._manager.owned):
+            if name not in declared:
+                await self._manager.release(name)
+        for name, pin in declared.items():
+            owned = self._manager.owned.get(name)
+            generation = pin.metadata.generation
+            if owned is None or owned.generation < generation:
+                await self._manager.apply(name, pin.spec, generation, reason="reconcile")
+            elif await self._manager.drift(name):
+                logger.warning("GPIO %s drifted from its declared state; corrected", name)
+                await self._manager.apply(name, pin.spec, generation, reason="drift corrected",
+                                          force=True)

@@ -1,0 +1,1 @@
+"""GPIO backends behind one interface, and the pin manager that drives them."""

@@ -1,0 +1,221 @@
+"""Drives this node's pins to their declared state and reports what they really are.
+
+Desired state comes from commands and from the resources stored in Redis (reconcile);
+reported state goes out as ``gpio.state.changed`` together with the resource's status, in
+one transaction with the command's XACK, so a command is acknowledged exactly when its
+effect is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import msgspec
+
+from agent.gpio.backend import BackendError, GpioBackend
+from agent.outbox import Outbox, Write
+from common import events
+from common.gpio import GpioSpec, GpioStatus, Level
+from common.keys import Keys
+
+logger = logging.getLogger(__name__)
+
+_status_json = msgspec.json.Encoder()
+
+
+@dataclass(slots=True)
+class Owned:
+    spec: GpioSpec
+    generation: int
+    actor: str | None = None
+    request_id: str | None = None
+    level: int | None = None
+    """Last physical level seen (inputs) or written (outputs)."""
+    failsafe: bool = False
+
+
+def logical(level: int, active_low: bool) -> Level:
+    return "high" if bool(level) != active_low else "low"
+
+
+def physical(state: Level, active_low: bool) -> int:
+    return int((state == "high") != active_low)
+
+
+class PinManager:
+    def __init__(self, backend: GpioBackend, outbox: Outbox, keys: Keys, node_id: str) -> None:
+        self.backend = backend
+        self._outbox = outbox
+        self._keys = keys
+        self._node_id = node_id
+        self._owned: dict[str, Owned] = {}
+        self._by_pin: dict[int, str] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def owned(self) -> dict[str, Owned]:
+        return self._owned
+
+    async def apply(self, resource: str, spec: GpioSpec, generation: int, *,
+                    actor: str | None = None, request_id: str | None = None,
+                    reason: str | None = None, ack: Write | None = None,
+                    force: bool = False) -> bool:
+        """Drive one resource's pin; report success or the backend's error. True if applied."""
+        async with self._lock:
+            current = self._owned.get(resource)
+            if current is not None and generation < current.generation and not force:
+                # A stale command (reconcile already applied something newer): ack, skip.
+                if ack:
+                    self._outbox.emit(None, (ack,))
+                return False
+            assert spec.pin is not None
+            try:
+                level = await self._drive(resource, spec, current)
+            except BackendError as err:
+                self._report_error(resource, spec, generation, str(err), actor, request_id, ack)
+                return False
+            owned = Owned(spec, generation, actor, request_id, level)
+            self._owned[resource] = owned
+            self._by_pin[spec.pin] = resource
+            self._report(resource, owned, reason=reason, ack=ack)
+            return True
+
+    async def _drive(self, resource: str, spec: GpioSpec, current: Owned | None) -> int:
+        assert spec.pin is not None
+        if current is not None and current.spec.pin != spec.pin:
+            await self._forget(resource, current)
+        await self.backend.set_mode(spec.pin, spec.mode, spec.pull)
+        if spec.mode == "input":
+            await self.backend.watch(spec.pin, spec.debounce_ms, self._on_edge)
+            return await self.backend.read(spec.pin)
+        if spec.mode == "pwm":
+            duty = spec.pwm_duty or 0.0
+            await self.backend.set_pwm(spec.pin, duty, spec.pwm_frequency)
+            return int(duty > 0)
+        if spec.mode == "servo":
+            await self.backend.set_servo(spec.pin, spec.servo_pulse_width or 0)
+            return int(bool(spec.servo_pulse_width))
+        level = physical(spec.state or "low", spec.active_low)
+        await self.backend.write(spec.pin, level)
+        return level
+
+    async def _forget(self, resource: str, owned: Owned) -> None:
+        assert owned.spec.pin is not None
+        if owned.spec.mode == "input":
+            await self.backend.unwatch(owned.spec.pin)
+        self._by_pin.pop(owned.spec.pin, None)
+
+    async def release(self, resource: str, ack: Write | None = None) -> None:
+        async with self._lock:
+            owned = self._owned.pop(resource, None)
+            if owned is not None:
+                try:
+                    await self._forget(resource, owned)
+                except BackendError as err:
+                    logger.warning("releasing %s: %s", resource, err)
+            if ack:
+                self._outbox.emit(None, (ack,))
+
+    def _status(self, owned: Owned, *, phase: str = "Applied", message: str = "") -> GpioStatus:
+        spec = owned.spec
+        now = events.now_iso()
+        return GpioStatus(
+            phase=phase,  # type: ignore[arg-type]
+            state=logical(owned.level, spec.active_low) if owned.level is not None else None,
+            pwm_duty=spec.pwm_duty if spec.mode == "pwm" else None,
+            servo_pulse_width=spec.servo_pulse_width if spec.mode == "servo" else None,
+            message=message,
+            observed_at=now,
+            last_changed_at=now,
+            last_changed_by=owned.actor,
+            request_id=owned.request_id,
+            backend=self.backend.name,
+            observed_generation=owned.generation,
+        )
+
+    def _report(self, resource: str, owned: Owned, *, reason: str | None,
+                ack: Write | None, message: str = "") -> None:
+        status = self._status(owned, message=message)
+        assert owned.spec.pin is not None and status.state is not None
+        event = events.gpio_state_changed(
+            resource, self._node_id, owned.spec.pin, status.state,
+            status.pwm_duty if owned.spec.mode == "pwm" else None,
+            actor=owned.actor, request_id=owned.request_id, reason=reason)
+        writes = [Write(("HSET", self._keys.gpio(resource), "status", _status_json.encode(status)))]
+        if ack:
+            writes.append(ack)
+        self._outbox.emit(event, tuple(writes))
+
+    def _report_error(self, resource: str, spec: GpioSpec, generation: int, message: str,
+                      actor: str | None, request_id: str | None, ack: Write | None) -> None:
+        logger.warning("GPIO %s (BCM %s) could not be applied: %s", resource, spec.pin, message)
+        status = GpioStatus(phase="Error", message=message, observed_at=events.now_iso(),
+                            last_changed_by=actor, request_id=request_id,
+                            backend=self.backend.name, observed_generation=generation)
+        writes = [Write(("HSET", self._keys.gpio(resource), "status", _status_json.encode(status)))]
+        if ack:
+            writes.append(ack)
+        self._outbox.emit(None, tuple(writes))
+
+    def _on_edge(self, pin: int, level: int) -> None:
+        resource = self._by_pin.get(pin)
+        owned = self._owned.get(resource) if resource else None
+        if resource is None or owned is None or owned.level == level:
+            return
+        owned.level = level
+        owned.actor, owned.request_id = None, None
+        self._report(resource, owned, reason="input edge", ack=None)
+
+    async def read(self, resource: str) -> Level | None:
+        owned = self._owned.get(resource)
+        if owned is None or owned.spec.pin is None:
+            return None
+        return logical(await self.backend.read(owned.spec.pin), owned.spec.active_low)
+
+    async def enter_failsafe(self) -> None:
+        """Drive every output with a safeState to it (the link to Redis is gone)."""
+        async with self._lock:
+            for resource, owned in self._owned.items():
+                spec = owned.spec
+                if spec.safe_state is None or spec.pin is None or spec.mode != "output":
+                    continue
+                level = physical(spec.safe_state, spec.active_low)
+                try:
+                    await self.backend.write(spec.pin, level)
+                except BackendError as err:
+                    logger.error("fail-safe for %s failed: %s", resource, err)
+                    continue
+                owned.level, owned.failsafe = level, True
+                self._report(resource, owned, reason="failsafe: link to Redis lost",
+                             ack=None, message="fail-safe state while the link is down")
+
+    async def leave_failsafe(self) -> None:
+        """Back to the declared state once the link returns."""
+        async with self._lock:
+            for resource, owned in self._owned.items():
+                if not owned.failsafe or owned.spec.pin is None:
+                    continue
+                owned.failsafe = False
+                level = physical(owned.spec.state or "low", owned.spec.active_low)
+                try:
+                    await self.backend.write(owned.spec.pin, level)
+                except BackendError as err:
+                    logger.error("restoring %s after fail-safe failed: %s", resource, err)
+                    continue
+                owned.level = level
+                self._report(resource, owned, reason="failsafe cleared: link restored", ack=None)
+
+    async def drift(self, resource: str) -> bool:
+        """Whether an output's real level differs from what was declared."""
+        owned = self._owned.get(resource)
+        if owned is None or owned.spec.mode != "output" or owned.spec.pin is None:
+            return False
+        if owned.failsafe:
+            return False
+        want = physical(owned.spec.state or "low", owned.spec.active_low)
+        try:
+            return await self.backend.read(owned.spec.pin) != want
+        except BackendError:
+            return True

@@ -1,0 +1,55 @@
+"""Redis connections with reconnect and backoff, shared by agent and controller."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from common.settings import mask_url
+
+logger = logging.getLogger(__name__)
+
+Redis = aioredis.Redis
+
+UNAVAILABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+"""Errors that mean 'Redis is not reachable right now': retry later, never crash."""
+
+
+def connect(url: str, *, retries: int = 3, socket_timeout: float | None = 10.0,
+            max_connections: int | None = None) -> Redis:
+    """A client that retries a failed command a few times with jittered exponential backoff.
+
+    Nothing is sent until the first command. ``socket_timeout`` must exceed any BLOCK time
+    used on this client. Replies stay bytes: the callers decode what they need.
+    """
+    return aioredis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_connect_timeout=3.0,
+        socket_timeout=socket_timeout,
+        health_check_interval=15,
+        max_connections=max_connections,
+        decode_responses=False,
+    )
+
+
+async def wait_until_ready(client: Redis, url: str, *, timeout: float = 30.0) -> None:
+    """Wait for PING to answer, logging (without the password) while it does not."""
+    delay = 0.05
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                await client.ping()
+                return
+            except UNAVAILABLE as err:
+                logger.warning("Redis at %s not reachable yet (%s); retrying", mask_url(url),
+                               type(err).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)

@@ -1,0 +1,130 @@
+"""Typed settings, read from ``PIC_*`` environment variables and matching command-line flags.
+
+Each process has one frozen settings dataclass. A field ``redis_url`` is set by the flag
+``--redis-url`` or the variable ``PIC_REDIS_URL`` (the flag wins), and is converted to the
+field's type by msgspec. Fields marked secret are masked whenever settings are shown.
+The environment is read only at the entry point; everything else gets the settings object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+from common.errors import ValidationError
+
+ENV_PREFIX = "PIC_"
+T = TypeVar("T")
+
+
+def setting(default: Any, help: str, *, secret: bool = False, flag: bool = True) -> Any:
+    """Declare a settings field with its help text (units and why the default)."""
+    if isinstance(default, list | dict):
+        return dataclasses.field(
+            default_factory=lambda: type(default)(default),
+            metadata={"help": help, "secret": secret, "flag": flag},
+        )
+    return dataclasses.field(default=default, metadata={"help": help, "secret": secret, "flag": flag})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RedisSettings:
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0", "Redis URL; a password in it is never shown", secret=False)
+    redis_prefix: str = setting(
+        "pic:", "prefix of every key; use a hash tag such as {pic}: for Redis Cluster")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoggingSettings:
+    log_level: str = setting("info", "debug, info, warning or error")
+    log_json: bool = setting(False, "log one JSON object per line (for journald or Loki)")
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _is_bool(tp: Any) -> bool:
+    return tp is bool or tp == "bool"
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
+    """Add one flag per settings field, each defaulting to 'not given'."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("flag", True):
+            continue
+        help_text = f"{f.metadata.get('help', '')} (env {env_name(f.name)})"
+        if _is_bool(hints[f.name]):
+            parser.add_argument(flag_name(f.name), dest=f.name, default=None,
+                                action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag_name(f.name), dest=f.name, default=None, help=help_text)
+
+
+def _coerce(raw: str, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is list or (origin in (typing.Union, types.UnionType)
+                          and any(typing.get_origin(a) is list for a in typing.get_args(tp))):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    return raw
+
+
+def load(cls: type[T], args: argparse.Namespace | None = None,
+         env: Mapping[str, str] | None = None) -> T:
+    """Build settings from flags, then ``PIC_*`` variables, then defaults.
+
+    Raises ValidationError naming the variable and the reason when a value does not fit.
+    """
+    env = os.environ if env is None else env
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        given = getattr(args, f.name, None) if args is not None else None
+        if given is None and env_name(f.name) in env:
+            given = env[env_name(f.name)]
+        if given is None:
+            continue
+        if isinstance(given, str):
+            given = _coerce(given, hints[f.name])
+        try:
+            values[f.name] = msgspec.convert(given, hints[f.name], strict=False)
+        except msgspec.ValidationError as err:
+            raise ValidationError(f"{flag_name(f.name)} / {env_name(f.name)}", str(err)) from err
+    return cls(**values)
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def describe(settings: Any) -> dict[str, Any]:
+    """The settings as a dict fit to log: secrets masked, URL passwords hidden."""
+    shown: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.metadata.get("secret") and value:
+            value = "***"
+        elif isinstance(value, str) and "://" in value:
+            value = mask_url(value)
+        shown[f.name] = value
+    return shown

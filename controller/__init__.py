@@ -1,0 +1,1 @@
+"""The controller: consumes the event stream, keeps state in Redis, serves REST, UI and /ws."""

@@ -1,0 +1,71 @@
+"""``pi-controller``: serve, demo, events."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from common import logs, settings
+from common.errors import ValidationError
+from controller.settings import ControllerSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pi-controller",
+                                     description="Pi-Controller: control plane for Pi fleets")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the controller (REST, UI, /ws)")
+    settings.add_arguments(serve, ControllerSettings)
+    demo = sub.add_parser("demo", help="embedded Redis + controller + simulated Pis")
+    settings.add_arguments(demo, ControllerSettings)
+    demo.add_argument("--nodes", type=int, default=3, help="simulated Pis (default 3)")
+    demo.add_argument("--state", default=os.environ.get("PIC_DEMO_STATE", ".pi-controller-demo"),
+                      help="directory for the demo's Redis data")
+    events = sub.add_parser("events", help="print events; --follow streams them live")
+    events.add_argument("--url", default=os.environ.get("PIC_URL", "http://127.0.0.1:8080/"))
+    events.add_argument("--token", default=os.environ.get("PIC_TOKEN", ""),
+                        help="API token (env PIC_TOKEN)")
+    events.add_argument("--follow", "-f", action="store_true", help="stream live over /ws")
+    events.add_argument("--types", default="", help="e.g. gpio.*,node.status.changed")
+    events.add_argument("--node", default="")
+    events.add_argument("--since", default="", help="resume after this event id")
+    events.add_argument("--limit", type=int, default=20)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "events":
+        from controller.events_cli import follow
+
+        url = args.url if args.url.endswith("/") else args.url + "/"
+        try:
+            return asyncio.run(follow(url, args.token, types=args.types, node=args.node,
+                                      since=args.since, follow_live=args.follow,
+                                      limit=args.limit))
+        except KeyboardInterrupt:
+            return 0
+    try:
+        config = settings.load(ControllerSettings, args)
+    except ValidationError as err:
+        parser.error(str(err))
+    logs.configure(config.log_level, config.log_json)
+    from controller.server import run
+
+    if args.command == "serve":
+        from controller.server import serve as serve_forever
+
+        run(serve_forever(config))
+    else:
+        from controller.demo import run_demo
+
+        run(run_demo(config, args.nodes, Path(args.state)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Maps exceptions to HTTP responses, in one place. Bodies are JSON; never a traceback.
+
+    {"error": "validation_failed", "field": "spec.pin", "reason": "...", "message": "..."}
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, Final
+
+import msgspec
+from aiohttp import web
+
+from common.errors import (
+    AuthError,
+    ConflictError,
+    DecodeError,
+    ForbiddenError,
+    NotFoundError,
+    TemporaryError,
+    ValidationError,
+)
+from common.redis_client import UNAVAILABLE
+from controller.auth import Handler
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID: Final = "request_id"
+_json: Final = msgspec.json.Encoder()
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> web.Response:
+    return web.Response(body=_json.encode(body), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def error_body(err: BaseException) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body for an exception; unexpected ones say nothing inside."""
+    if isinstance(err, ConflictError):
+        return 409, {"error": "conflict", "field": err.field, "reason": err.reason,
+                     "message": str(err)}
+    if isinstance(err, ValidationError):
+        return 422, {"error": "validation_failed", "field": err.field, "reason": err.reason,
+                     "message": str(err)}
+    if isinstance(err, DecodeError):
+        return 400, {"error": "bad_request", "field": "body", "reason": str(err),
+                     "message": f"body: {err}"}
+    if isinstance(err, NotFoundError):
+        return 404, {"error": "not_found", "field": err.kind, "reason": str(err),
+                     "message": str(err)}
+    if isinstance(err, ForbiddenError):
+        return 403, {"error": "forbidden", "reason": str(err), "message": str(err)}
+    if isinstance(err, AuthError):
+        return 401, {"error": "unauthorized", "reason": str(err), "message": str(err)}
+    if isinstance(err, (TemporaryError, *UNAVAILABLE)):
+        return 503, {"error": "unavailable", "reason": "the state store is not reachable; "
+                     "retry shortly", "message": "service unavailable"}
+    return 500, {"error": "internal", "reason": "unexpected error; see the controller log",
+                 "message": "internal error"}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[REQUEST_ID] = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # noqa: PLR2004
+            raise
+        body = {"error": exc.reason.lower().replace(" ", "_"), "reason": exc.reason,
+                "message": exc.text or exc.reason}
+        return json_response(body, exc.status, {"X-Request-ID": request[REQUEST_ID]})
+    except Exception as err:
+        status, body = error_body(err)
+        if status >= 500:  # noqa: PLR2004
+            logger.exception("%s %s failed (request %s)", request.method, request.path,
+                             request[REQUEST_ID])
+        headers = {"X-Request-ID": request[REQUEST_ID]}
+        if status == 401:  # noqa: PLR2004
+            headers["WWW-Authenticate"] = 'Bearer realm="pi-controller"'
+        return json_response(body, status, headers)
+    response.headers.setdefault("X-Request-ID", request[REQUEST_ID])
+    return response
+
+
+async def read_json(request: web.Request, max_bytes: int = 1 << 20) -> Any:
+    """The request body as JSON, or a 400/422 naming what is wrong."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ValidationError("body", f"larger than {max_bytes} bytes")
+    raw = await request.read()
+    if not raw:
+        raise ValidationError("body", "a JSON body is required")
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as err:
+        raise DecodeError(f"not valid JSON: {err}") from err

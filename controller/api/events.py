@@ -1,0 +1,69 @@
+"""/api/v1/events: history from the stream, filtered like /ws."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from common import events
+from common.errors import ValidationError
+from common.keys import EVENT_FIELD
+from controller import appkeys
+from controller.api.errors import json_response
+from controller.subscription import Subscription
+from controller.ws import parse_since
+
+routes = web.RouteTableDef()
+MAX_LIMIT = 1000
+
+
+@routes.get("/api/v1/events")
+async def list_events(request: web.Request) -> web.Response:
+    query = request.query
+    since = parse_since(query.get("since"))
+    try:
+        limit = int(query.get("limit", "100"))
+    except ValueError:
+        raise ValidationError("limit", "must be a whole number") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError("limit", f"must be 1-{MAX_LIMIT}")
+    subscription = Subscription.parse(types=query.get("types"), node=query.get("node"),
+                                      cluster=query.get("cluster"),
+                                      resource=query.get("resource"))
+    store = request.app[appkeys.STORE]
+    items: list[events.Event] = []
+    if since is None:
+        # The latest `limit` matching events, oldest first.
+        position = "+"
+        while len(items) < limit:
+            page = await store.redis.xrevrange(store.keys.events, max=position, count=limit)
+            if not page:
+                break
+            for raw_id, fields in page:
+                event = _decode(raw_id, fields)
+                if event and subscription.matches(event.type, event.node_id, event.cluster_id,
+                                                  event.resource):
+                    items.append(event)
+            position = f"({page[-1][0].decode()}"
+        items = items[:limit][::-1]
+    else:
+        position = f"({since}"
+        while len(items) < limit:
+            page = await store.redis.xrange(store.keys.events, min=position, count=limit)
+            if not page:
+                break
+            for raw_id, fields in page:
+                event = _decode(raw_id, fields)
+                if event and subscription.matches(event.type, event.node_id, event.cluster_id,
+                                                  event.resource):
+                    items.append(event)
+            position = f"({page[-1][0].decode()}"
+        items = items[:limit]
+    last = items[-1].id if items else since
+    return json_response({"items": items, "count": len(items), "last_id": last})
+
+
+def _decode(raw_id: bytes, fields: dict[bytes, bytes]) -> events.Event | None:
+    try:
+        return events.decode(fields[EVENT_FIELD], raw_id.decode())
+    except Exception:  # noqa: BLE001 - dead-lettered entries are not history
+        return None

@@ -1,0 +1,109 @@
+"""The aiohttp application: built by ``create_app`` (no I/O), resources in cleanup contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from common import redis_client
+from common.keys import Keys
+from common.tasks import TaskOwner
+from controller import appkeys, auth, ws
+from controller.api import errors
+from controller.api import events as events_api
+from controller.api import gpio as gpio_api
+from controller.api import health as health_api
+from controller.api import nodes as nodes_api
+from controller.api import tokens as tokens_api
+from controller.feed import Feed
+from controller.gpio_service import GpioService
+from controller.hub import Hub
+from controller.settings import ControllerSettings
+from controller.state import Store
+
+logger = logging.getLogger(__name__)
+
+UI_DIR = Path(__file__).parent / "ui"
+TRIM_INTERVAL = 60.0
+
+
+def create_app(settings: ControllerSettings) -> web.Application:
+    keys = Keys(settings.redis_prefix)
+    redis = redis_client.connect(settings.redis_url)
+    store = Store(redis, keys, stream_maxlen=settings.stream_maxlen)
+    hub = Hub(soft_limit=settings.ws_soft_buffer, hard_limit=settings.ws_hard_buffer)
+    app = web.Application(middlewares=[
+        errors.error_middleware,
+        auth.make_middleware(lambda request: request.app[appkeys.TOKENS]),
+    ])
+    app[appkeys.SETTINGS] = settings
+    app[appkeys.REDIS] = redis
+    app[appkeys.STORE] = store
+    app[appkeys.HUB] = hub
+    app[appkeys.FEED] = Feed(redis, keys, hub)
+    app[appkeys.TOKENS] = auth.TokenStore(redis, keys, settings.session_ttl)
+    app[appkeys.GPIO] = GpioService(store)
+    app.cleanup_ctx.extend([redis_ctx, bootstrap_ctx, feed_ctx])
+    app.on_shutdown.append(close_sockets)
+    for module in (health_api, tokens_api, nodes_api, gpio_api, events_api):
+        app.add_routes(module.routes)
+    app.router.add_get("/ws", ws.handle)
+    add_ui(app)
+    return app
+
+
+def add_ui(app: web.Application) -> None:
+    index = UI_DIR / "index.html"
+
+    @auth.requires(None)
+    async def ui_index(request: web.Request) -> web.StreamResponse:
+        if not index.exists():
+            return web.Response(text="Pi-Controller: the Web UI is not installed. "
+                                "The API is under /api/v1 and events under /ws.\n")
+        return web.FileResponse(index)
+
+    app.router.add_get("/", ui_index)
+    if UI_DIR.is_dir():
+        app.router.add_static("/ui/", UI_DIR)
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[appkeys.REDIS].aclose()
+
+
+async def bootstrap_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    await redis_client.wait_until_ready(app[appkeys.REDIS], settings.redis_url)
+    if settings.admin_token:
+        await app[appkeys.TOKENS].ensure(settings.admin_token, "admin", "admin")
+    yield
+
+
+async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
+    tasks = TaskOwner()
+    tasks.start("event feed", app[appkeys.FEED].run)
+    tasks.start("slow-client drain", app[appkeys.HUB].drain_slow_clients)
+    tasks.start("stream trimmer", lambda: trim_by_age(app))
+    yield
+    await tasks.close()
+
+
+async def trim_by_age(app: web.Application) -> None:
+    """Drop events older than the retention age (count is bounded at every XADD)."""
+    settings, store = app[appkeys.SETTINGS], app[appkeys.STORE]
+    while True:
+        min_id = f"{int((time.time() - settings.stream_max_age) * 1000)}-0"
+        with contextlib.suppress(*redis_client.UNAVAILABLE):
+            await store.redis.xtrim(store.keys.events, minid=min_id, approximate=True)
+        await asyncio.sleep(TRIM_INTERVAL)
+
+
+async def close_sockets(app: web.Application) -> None:
+    app[appkeys.HUB].close_all(ws.CLOSE_GOING_AWAY, "controller shutting down")

@@ -1,0 +1,21 @@
+"""Typed keys for everything the aiohttp application holds (no module globals)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from common.redis_client import Redis
+from controller.auth import TokenStore
+from controller.feed import Feed
+from controller.gpio_service import GpioService
+from controller.hub import Hub
+from controller.settings import ControllerSettings
+from controller.state import Store
+
+SETTINGS = web.AppKey("settings", ControllerSettings)
+REDIS = web.AppKey("redis", Redis)
+STORE = web.AppKey("store", Store)
+HUB = web.AppKey("hub", Hub)
+FEED = web.AppKey("feed", Feed)
+TOKENS = web.AppKey("tokens", TokenStore)
+GPIO = web.AppKey("gpio", GpioService)

@@ -1,0 +1,55 @@
+"""``pi-controller events``: print the event history, and follow /ws live, from a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from urllib.parse import urlencode, urljoin
+
+import aiohttp
+
+
+async def follow(url: str, token: str, *, types: str = "", node: str = "", since: str = "",
+                 follow_live: bool = True, limit: int = 20) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    query = {k: v for k, v in (("types", types), ("node", node)) if v}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        if not follow_live:
+            params = {**query, "limit": str(limit), **({"since": since} if since else {})}
+            async with session.get(urljoin(url, "api/v1/events"), params=params) as response:
+                body = await response.json()
+                if response.status != 200:
+                    print(f"error {response.status}: {body.get('message')}", file=sys.stderr)
+                    return 1
+                for item in body["items"]:
+                    print(_line(item), flush=True)
+            return 0
+        position = since
+        while True:
+            params = {**query, **({"since": position} if position else {})}
+            ws_url = urljoin(url.replace("http", "ws", 1), "ws") + (
+                "?" + urlencode(params) if params else "")
+            try:
+                async with session.ws_connect(ws_url, heartbeat=30) as ws:
+                    print(f"# connected to {ws_url}", file=sys.stderr, flush=True)
+                    async for msg in ws:
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        item = msg.json()
+                        if "id" in item and not item["type"].startswith("ws."):
+                            position = item["id"]
+                        print(_line(item), flush=True)
+                    print(f"# closed ({ws.close_code}); resuming", file=sys.stderr, flush=True)
+            except aiohttp.WSServerHandshakeError as err:
+                print(f"error {err.status}: {err.message}", file=sys.stderr)
+                if err.status in (401, 403):
+                    return 1
+            except aiohttp.ClientError as err:
+                print(f"# {err}; retrying", file=sys.stderr, flush=True)
+            await asyncio.sleep(1.0)
+
+
+def _line(item: dict[str, object]) -> str:
+    import json
+
+    return json.dumps(item, separators=(",", ":"))

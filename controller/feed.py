@@ -1,0 +1,95 @@
+"""The one reader of the events stream: decode once, encode once, hand to the hub.
+
+Entries that cannot be decoded go to the dead-letter stream with the reason and the reader
+carries on. Several controller replicas each read the whole stream; the dead-letter entry
+reuses the bad entry's id, so the first replica to see it records it and the others' XADD
+is refused as a duplicate: one dead letter per bad entry, however many replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from redis.exceptions import ResponseError
+
+from common import events
+from common.errors import DecodeError
+from common.keys import EVENT_FIELD, Keys
+from common.redis_client import UNAVAILABLE, Redis
+from controller.hub import Hub, Outgoing, text_frame
+
+logger = logging.getLogger(__name__)
+
+READ_COUNT = 500
+BLOCK_MS = 2000
+
+
+def outgoing(entry_id: str, event: events.Event) -> Outgoing:
+    return Outgoing(entry_id, event.type, event.node_id, event.cluster_id, event.resource,
+                    text_frame(events.to_json(event)))
+
+
+class Feed:
+    def __init__(self, redis: Redis, keys: Keys, hub: Hub) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._hub = hub
+        self.position: str | None = None
+        self.dead_letters = 0
+        self.ready = asyncio.Event()
+        self.listeners: list[Callable[[events.Event], None]] = []
+
+    async def _start_position(self) -> str:
+        last = await self._redis.xrevrange(self._keys.events, count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                if self.position is None:
+                    self.position = await self._start_position()
+                self.ready.set()
+                await self._read_forever()
+            except UNAVAILABLE as err:
+                logger.warning("event feed lost Redis (%s); retrying", type(err).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _read_forever(self) -> None:
+        stream = self._keys.events
+        while True:
+            reply = await self._redis.xread({stream: self.position}, count=READ_COUNT,
+                                            block=BLOCK_MS)
+            if not reply:
+                continue
+            batch: list[Outgoing] = []
+            for raw_id, fields in reply[0][1]:
+                entry_id = raw_id.decode()
+                try:
+                    event = events.decode(fields[EVENT_FIELD], entry_id)
+                except (DecodeError, KeyError) as err:
+                    await self._dead_letter(entry_id, fields, err)
+                    continue
+                batch.append(outgoing(entry_id, event))
+                for listener in self.listeners:
+                    listener(event)
+            self.position = reply[0][1][-1][0].decode()
+            self._hub.publish(batch)
+
+    async def _dead_letter(self, entry_id: str, fields: dict[bytes, bytes],
+                           err: Exception) -> None:
+        reason = f"missing field {EVENT_FIELD.decode()!r}" if isinstance(err, KeyError) else str(
+            err)
+        self.dead_letters += 1
+        logger.warning("event %s dead-lettered: %s", entry_id, reason)
+        try:
+            await self._redis.xadd(self._keys.dead_letters, {
+                b"stream": self._keys.events, b"reason": reason,
+                b"raw": fields.get(EVENT_FIELD, b"")}, id=entry_id, maxlen=10_000,
+                approximate=True)
+        except ResponseError:
+            return  # another replica recorded this entry first
+        await self._redis.incr(self._keys.dead_letter_count)

@@ -1,0 +1,89 @@
+"""What a /ws client wants to see: event types (with globs), nodes, clusters, resources.
+
+Filters look only at an event's type and top-level subject keys, never its payload, and
+clients with the same filter share one decision per event (see ``hub``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from common import events
+from common.errors import ValidationError
+
+_TYPE_RE = re.compile(r"^[a-z*?][a-z0-9_.*?]*$")
+MAX_VALUES = 256
+
+
+def _split(value: Any, name: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = [v.strip() for v in value]
+    else:
+        raise ValidationError(name, "must be a comma-separated string or a list of strings")
+    items = [v for v in items if v]
+    if len(items) > MAX_VALUES:
+        raise ValidationError(name, f"at most {MAX_VALUES} values")
+    return frozenset(items)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    types: frozenset[str] = frozenset()
+    nodes: frozenset[str] = frozenset()
+    clusters: frozenset[str] = frozenset()
+    resources: frozenset[str] = frozenset()
+    _exact: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    _globs: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, *, types: Any = None, node: Any = None, cluster: Any = None,
+              resource: Any = None) -> Subscription:
+        type_set = _split(types, "types")
+        known = set(events.EVENT_TYPES)
+        exact: set[str] = set()
+        globs: list[str] = []
+        for pattern in type_set:
+            if not _TYPE_RE.match(pattern):
+                raise ValidationError("types", f"{pattern!r} is not an event type or glob")
+            if any(ch in pattern for ch in "*?"):
+                if not fnmatch.filter(known, pattern):
+                    raise ValidationError("types", f"{pattern!r} matches no event type")
+                globs.append(fnmatch.translate(pattern))
+            else:
+                if pattern not in known:
+                    raise ValidationError("types", f"unknown event type {pattern!r}")
+                exact.add(pattern)
+        return cls(
+            types=type_set,
+            nodes=_split(node, "node"),
+            clusters=_split(cluster, "cluster"),
+            resources=_split(resource, "resource"),
+            _exact=frozenset(exact),
+            _globs=re.compile("|".join(globs)) if globs else None,
+        )
+
+    @property
+    def everything(self) -> bool:
+        return not (self.types or self.nodes or self.clusters or self.resources)
+
+    def matches(self, type_: str, node_id: str | None, cluster_id: str | None,
+                resource: str | None) -> bool:
+        if self.types and type_ not in self._exact and not (
+                self._globs is not None and self._globs.match(type_)):
+            return False
+        if self.nodes and node_id not in self.nodes:
+            return False
+        if self.clusters and cluster_id not in self.clusters:
+            return False
+        return not (self.resources and resource not in self.resources)
+
+    def describe(self) -> dict[str, list[str]]:
+        return {"types": sorted(self.types), "node": sorted(self.nodes),
+                "cluster": sorted(self.clusters), "resource": sorted(self.resources)}

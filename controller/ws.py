@@ -1,0 +1,292 @@
+"""The /ws endpoint: upgrade, subscription, resume, snapshot, client ops.
+
+Transport is the hub's (frames written straight to the socket); this module is the protocol:
+parsing, dispatch and error codes. docs/websocket.md is its user-facing description.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from common import events
+from common.errors import ForbiddenError, ValidationError
+from common.keys import EVENT_FIELD
+from controller import appkeys
+from controller.auth import principal_of
+from controller.feed import outgoing
+from controller.hub import Client, Outgoing, id_key
+from controller.subscription import Subscription
+
+logger = logging.getLogger(__name__)
+
+# Close codes (docs/websocket.md).
+CLOSE_BAD_REQUEST: Final = 4400
+CLOSE_GOING_AWAY: Final = 1001
+
+# ws.error codes (docs/websocket.md).
+ERR_BAD_MESSAGE: Final = "bad_message"
+ERR_UNKNOWN_OP: Final = "unknown_op"
+ERR_INVALID: Final = "invalid_subscription"
+ERR_BAD_SINCE: Final = "bad_since"
+
+QUERY_PARAMS: Final = frozenset({"types", "node", "cluster", "resource", "since", "snapshot"})
+REPLAY_PAGE: Final = 500
+REPLAY_MAX: Final = 50_000
+"""More missed events than this and the client is told to re-read state (ws.resync)."""
+
+_json: Final = msgspec.json.Encoder()
+
+
+class Op(msgspec.Struct, kw_only=True):
+    op: str
+    ref: int | str | None = None
+    types: str | list[str] | None = None
+    node: str | list[str] | None = None
+    cluster: str | list[str] | None = None
+    resource: str | list[str] | None = None
+    since: str | None = None
+    snapshot: bool = False
+
+
+_op_decoder: Final = msgspec.json.Decoder(Op)
+
+
+def origin_allowed(origin: str, host: str, allowed: list[str]) -> bool:
+    if origin in allowed:
+        return True
+    return urlsplit(origin).netloc == host
+
+
+def parse_since(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        ms, seq = id_key(value)
+    except ValueError:
+        raise ValidationError("since", f"{value!r} is not an event id (like 1736937015123-0)"
+                              ) from None
+    if ms < 0 or seq < 0:
+        raise ValidationError("since", f"{value!r} is not an event id")
+    return f"{ms}-{seq}"
+
+
+def parse_flag(value: str | None, name: str) -> bool:
+    if value in (None, "", "0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise ValidationError(name, "must be 1/true or 0/false")
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    settings = request.app[appkeys.SETTINGS]
+    origin = request.headers.get("Origin")
+    if origin and not origin_allowed(origin, request.host, settings.allowed_origins):
+        raise ForbiddenError(f"Origin {origin} is not allowed on /ws")
+    principal = principal_of(request)
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, compress=False,
+                               max_msg_size=settings.ws_max_message)
+    await ws.prepare(request)
+    try:
+        unknown = set(request.query) - QUERY_PARAMS
+        if unknown:
+            raise ValidationError(sorted(unknown)[0], "unknown query parameter")
+        query = request.query
+        subscription = Subscription.parse(types=query.get("types"), node=query.get("node"),
+                                          cluster=query.get("cluster"),
+                                          resource=query.get("resource"))
+        since = parse_since(query.get("since") or request.headers.get("Last-Event-ID"))
+        snapshot = parse_flag(query.get("snapshot"), "snapshot")
+    except ValidationError as err:
+        await ws.close(code=CLOSE_BAD_REQUEST, message=f"{err.field}: {err.reason}".encode()[:123])
+        return ws
+    transport = request.transport
+    assert transport is not None
+    session = Session(request.app, ws, Client(request.app[appkeys.HUB], transport,  # type: ignore[arg-type]
+                                               subscription, name=principal.name))
+    await session.run(since, snapshot)
+    return ws
+
+
+class Session:
+    """One connected client: its subscription changes and its ops."""
+
+    def __init__(self, app: web.Application, ws: web.WebSocketResponse, client: Client) -> None:
+        self.app = app
+        self.ws = ws
+        self.client = client
+        self.hub = app[appkeys.HUB]
+        self.store = app[appkeys.STORE]
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.client.send(_json.encode(message))
+
+    async def run(self, since: str | None, snapshot: bool) -> None:
+        self.client.buffering = True
+        self.hub.add(self.client)
+        try:
+            await self.catch_up(since, snapshot)
+            async for msg in self.ws:
+                if self.client.closed:
+                    break
+                if msg.type == WSMsgType.TEXT:
+                    await self.on_message(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    self.error(None, ERR_BAD_MESSAGE, "binary frames are not accepted; send JSON")
+        finally:
+            self.hub.remove(self.client)
+
+    def error(self, ref: object, code: str, message: str) -> None:
+        self.send({"type": "ws.error", "ref": ref, "code": code, "message": message})
+
+    async def on_message(self, data: str) -> None:
+        try:
+            op = _op_decoder.decode(data)
+        except msgspec.DecodeError as err:
+            self.error(None, ERR_BAD_MESSAGE, f"not a valid op message: {err}")
+            return
+        if op.op == "ping":
+            self.send({"type": "ws.pong", "ref": op.ref})
+        elif op.op == "subscribe":
+            try:
+                subscription = Subscription.parse(types=op.types, node=op.node,
+                                                  cluster=op.cluster, resource=op.resource)
+                since = parse_since(op.since)
+            except ValidationError as err:
+                code = ERR_BAD_SINCE if err.field == "since" else ERR_INVALID
+                self.error(op.ref, code, f"{err.field}: {err.reason}")
+                return
+            self.client.buffering = True
+            self.client.buffered = []
+            self.hub.resubscribe(self.client, subscription)
+            self.send({"type": "ws.ack", "ref": op.ref, "subscription": subscription.describe()})
+            await self.catch_up(since, op.snapshot)
+        else:
+            self.error(op.ref, ERR_UNKNOWN_OP, f"unknown op {op.op!r}: use subscribe or ping")
+
+    async def catch_up(self, since: str | None, snapshot: bool) -> None:
+        """Replay or snapshot while live events buffer, then go live from the cut."""
+        cut: str | None = None
+        if snapshot:
+            cut = await self.send_snapshot()
+        elif since is not None:
+            cut = await self.replay(since)
+        self.client.go_live(cut)
+
+    async def replay(self, since: str) -> str | None:
+        redis, keys = self.store.redis, self.store.keys
+        info = await stream_info(redis, keys.events)
+        if info.resync_needed(since):
+            self.send({"type": "ws.resync", "since": since, "reason":
+                       "events after this id are no longer kept; re-read state and resume "
+                       "from the next event"})
+            return None
+        position, sent = since, 0
+        while True:
+            page = await redis.xrange(keys.events, min=f"({position}", count=REPLAY_PAGE)
+            if not page:
+                return position
+            batch: list[Outgoing] = []
+            for raw_id, fields in page:
+                entry_id = raw_id.decode()
+                try:
+                    event = events.decode(fields[EVENT_FIELD], entry_id)
+                except Exception:  # noqa: BLE001 - dead-lettered by the feed; skip here
+                    continue
+                if self.client.subscription.matches(event.type, event.node_id,
+                                                    event.cluster_id, event.resource):
+                    batch.append(outgoing(entry_id, event))
+            self.client.send_many(batch)
+            position = page[-1][0].decode()
+            sent += len(page)
+            if sent > REPLAY_MAX:
+                self.send({"type": "ws.resync", "since": since, "reason": "too many missed "
+                           "events to replay; re-read state"})
+                return None
+            await self.wait_for_room()
+
+    async def wait_for_room(self) -> None:
+        transport = self.client.transport
+        async with asyncio.timeout(30):
+            while transport.get_write_buffer_size() > self.hub.soft_limit:
+                await asyncio.sleep(0.01)
+
+    async def send_snapshot(self) -> str:
+        snap = await self.store.snapshot()
+        sub = self.client.subscription
+        in_scope = snapshot_scope(sub)
+        count = 0
+        messages: list[bytes] = []
+        if "node" in in_scope:
+            for node in snap.nodes:
+                if not sub.nodes or node.id in sub.nodes:
+                    messages.append(_json.encode({"type": "node.snapshot", "node_id": node.id,
+                                                  "data": node}))
+        if "gpio" in in_scope:
+            for pin in snap.pins:
+                if ((not sub.nodes or pin.spec.node_name in sub.nodes)
+                        and (not sub.resources or pin.metadata.name in sub.resources)):
+                    messages.append(_json.encode({
+                        "type": "gpio.snapshot", "resource": pin.metadata.name,
+                        "node_id": pin.spec.node_name, "data": pin}))
+        if "cluster" in in_scope:
+            for cluster_id, cluster in snap.clusters.items():
+                if not sub.clusters or cluster_id in sub.clusters:
+                    messages.append(_json.encode({"type": "cluster.snapshot",
+                                                  "cluster_id": cluster_id, "data": cluster}))
+        count = len(messages)
+        messages.append(_json.encode({"type": "ws.snapshot.end", "id": snap.last_id,
+                                      "count": count}))
+        for message in messages:
+            self.client.send(message)
+        return snap.last_id
+
+
+def snapshot_scope(sub: Subscription) -> set[str]:
+    categories = {"node", "gpio", "cluster"}
+    if not sub.types:
+        return categories
+    return {c for c in categories if any(t.split(".", 1)[0] in (c, "*") or t.startswith("*")
+                                         for t in sub.types)}
+
+
+class StreamInfo(msgspec.Struct):
+    last_id: str
+    max_deleted: str
+    first_id: str | None
+
+    def resync_needed(self, since: str) -> bool:
+        wanted = id_key(since)
+        if wanted > id_key(self.last_id):
+            return True  # an id from the future: the stream was reset
+        return wanted < id_key(self.max_deleted)
+
+
+async def stream_info(redis: Any, key: str) -> StreamInfo:
+    try:
+        info = await redis.xinfo_stream(key)
+    except Exception:  # noqa: BLE001 - no stream yet: nothing was ever trimmed
+        return StreamInfo(last_id="0-0", max_deleted="0-0", first_id=None)
+
+    def text(value: object) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    first = info.get("first-entry")
+    max_deleted = info.get("max-deleted-entry-id")
+    first_id = text(first[0]) if first else None
+    if max_deleted is None:
+        # Redis < 7: anything before the first kept entry may have been trimmed.
+        max_deleted_id = "0-0"
+        if first_id is not None:
+            ms, seq = id_key(first_id)
+            max_deleted_id = f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**63}"
+    else:
+        max_deleted_id = text(max_deleted)
+    return StreamInfo(last_id=text(info.get("last-generated-id", "0-0")),
+                      max_deleted=max_deleted_id, first_id=first_id)
