@@ -1,0 +1,100 @@
+"""Singleton duties under a lease in Redis: exactly one replica runs them at a time.
+
+A replica that holds the lease renews it every third of its TTL; one that loses it (Redis
+away, process paused) stops the duty before the TTL can run out for others, and another
+replica takes over within one TTL of the holder's death. Duties must still write their
+transitions with compare-and-set: a lease narrows overlap, it cannot rule it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+
+from common.redis_client import UNAVAILABLE, Redis
+
+logger = logging.getLogger(__name__)
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def instance_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+class Lease:
+    def __init__(self, redis: Redis, key: str, holder: str, ttl: float) -> None:
+        self._redis = redis
+        self.key = key
+        self.holder = holder
+        self.ttl = ttl
+        self.held = False
+
+    async def acquire(self) -> bool:
+        ok = await self._redis.set(self.key, self.holder, nx=True, px=int(self.ttl * 1000))
+        if not ok:
+            current = await self._redis.get(self.key)
+            ok = current is not None and current.decode() == self.holder
+        self.held = bool(ok)
+        return self.held
+
+    async def renew(self) -> bool:
+        renewed = await self._redis.eval(_RENEW, 1, self.key, self.holder,
+                                         int(self.ttl * 1000))
+        self.held = bool(renewed)
+        return self.held
+
+    async def release(self) -> None:
+        with contextlib.suppress(*UNAVAILABLE):
+            await self._redis.eval(_RELEASE, 1, self.key, self.holder)
+        self.held = False
+
+    async def run_while_held(self, name: str, duty: Callable[[], Awaitable[None]]) -> None:
+        """Forever: wait for the lease, run ``duty`` while it is held, stop it when lost."""
+        step = self.ttl / 3
+        while True:
+            try:
+                acquired = await self.acquire()
+            except UNAVAILABLE:
+                acquired = False
+            if not acquired:
+                await asyncio.sleep(step)
+                continue
+            logger.info("took the %s lease (%s)", name, self.key)
+            task = asyncio.create_task(duty(), name=name)
+            try:
+                while not task.done():
+                    done, _ = await asyncio.wait({task}, timeout=step)
+                    if done:
+                        break
+                    try:
+                        still = await asyncio.wait_for(self.renew(), timeout=step)
+                    except (*UNAVAILABLE, TimeoutError):
+                        still = False
+                    if not still:
+                        logger.warning("lost the %s lease; stopping the duty", name)
+                        break
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                if self.held:
+                    await self.release()
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                logger.error("%s failed: %s", name, task.exception())
+            await asyncio.sleep(step)

@@ -1,0 +1,75 @@
+"""Fixtures: a real redis-server per session (flushed per test), private ones to kill."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis
+
+from tests.support.processes import ADMIN_TOKEN
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    client = redis.Redis(port=redis_server.port)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own (AOF on), to stop and restart."""
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as session:
+        yield session
+
+
+class RunningController:
+    def __init__(self, url: str, app: object) -> None:
+        self.url = url
+        self.ws_url = url.replace("http", "ws", 1) + "/ws"
+        self.app = app
+
+
+@pytest.fixture
+async def controller(redis_url: str) -> AsyncIterator[RunningController]:
+    """The controller application in this process, on a free port, against real Redis."""
+    from aiohttp import web
+
+    from controller.app import create_app
+    from controller.settings import ControllerSettings
+    from tests.support.redis_server import free_port
+
+    port = free_port()
+    settings = ControllerSettings(redis_url=redis_url, port=port, admin_token=ADMIN_TOKEN)
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    from controller import appkeys
+
+    await app[appkeys.FEED].ready.wait()
+    yield RunningController(f"http://127.0.0.1:{port}", app)
+    await runner.cleanup()

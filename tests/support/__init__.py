@@ -1,0 +1,1 @@
+"""Real parts for the tests: Redis servers, product processes, WebSocket clients."""
