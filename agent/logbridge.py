@@ -25,5 +25,5 @@ class EventLogHandler(logging.Handler):
             message = record.getMessage()
             self._outbox.emit(events.system_log_created(
                 level, message, source=f"agent/{record.name}", node_id=self._node_id))
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
             self.handleError(record)

@@ -12,7 +12,7 @@ from agent.outbox import Link, Outbox, Write
 from agent.sysinfo import NodeFacts
 from common import events
 from common.keys import Keys
-from common.redis_client import UNAVAILABLE, Redis
+from common.redis_client import UNAVAILABLE, UNAVAILABLE_OR_TIMEOUT, Redis
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class NodePresence:
         try:
             async with asyncio.timeout(1.0):
                 raw = await self._redis.hget(self._keys.node(self._facts.node_id), "status")
-        except (*UNAVAILABLE, TimeoutError):
+        except UNAVAILABLE_OR_TIMEOUT:
             return None
         return raw.decode() if raw else None
 

@@ -30,13 +30,15 @@ def make_backend(settings: AgentSettings) -> GpioBackend:
     if settings.gpio == "sim":
         return SimBackend(input_interval=settings.sim_input_interval)
     if settings.gpio == "pigpio":
-        from agent.gpio.pigpio_backend import PigpioBackend
+        from agent.gpio.pigpio_backend import PigpioBackend  # type: ignore[import-not-found]
 
-        return PigpioBackend(settings.pigpio_host, settings.pigpio_port)
+        backend: GpioBackend = PigpioBackend(settings.pigpio_host, settings.pigpio_port)
+        return backend
     if settings.gpio == "rgpio":
-        from agent.gpio.rgpio_backend import RgpioBackend
+        from agent.gpio.rgpio_backend import RgpioBackend  # type: ignore[import-not-found]
 
-        return RgpioBackend(settings.rgpio_host, settings.rgpio_port)
+        rgpio: GpioBackend = RgpioBackend(settings.rgpio_host, settings.rgpio_port)
+        return rgpio
     raise ValueError(f"unknown GPIO backend {settings.gpio!r}: use sim, pigpio or rgpio")
 
 
@@ -100,7 +102,7 @@ class Agent:
             self._tasks.start("command consumer", self.commands.run)
             self._tasks.start("reconciler", self.reconciler.run)
             if self.settings.mdns:
-                from agent.mdns import Advertiser
+                from agent.mdns import Advertiser  # type: ignore[import-not-found]
 
                 advertiser = Advertiser(self.facts, self.settings.mdns_interfaces)
                 self._tasks.start("mdns advertiser", advertiser.run)

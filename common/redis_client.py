@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -15,10 +16,13 @@ from common.settings import mask_url
 
 logger = logging.getLogger(__name__)
 
-Redis = aioredis.Redis
+Redis: TypeAlias = Any
+"""A ``redis.asyncio.Redis`` client (its replies are untyped here: see pyproject's mypy notes)."""
 
 UNAVAILABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 """Errors that mean 'Redis is not reachable right now': retry later, never crash."""
+
+UNAVAILABLE_OR_TIMEOUT: tuple[type[Exception], ...] = (*UNAVAILABLE, TimeoutError)
 
 
 def connect(url: str, *, retries: int = 3, socket_timeout: float | None = 10.0,

@@ -32,7 +32,8 @@ def setting(default: Any, help: str, *, secret: bool = False, flag: bool = True)
             default_factory=lambda: type(default)(default),
             metadata={"help": help, "secret": secret, "flag": flag},
         )
-    return dataclasses.field(default=default, metadata={"help": help, "secret": secret, "flag": flag})
+    metadata = {"help": help, "secret": secret, "flag": flag}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

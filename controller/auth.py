@@ -14,6 +14,7 @@ from typing import Final, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from common.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
 from common.keys import Keys
@@ -133,7 +134,7 @@ def principal_of(request: web.Request) -> Principal:
     return principal
 
 
-def make_middleware(store: Callable[[web.Request], TokenStore]) -> Callable[..., object]:
+def make_middleware(store: Callable[[web.Request], TokenStore]) -> Middleware:
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         role: Role | None = getattr(handler, "required_role", "viewer")

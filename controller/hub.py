@@ -11,11 +11,12 @@ closed with 4008 and may resume with ``since``. Other clients never wait for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
@@ -77,7 +78,7 @@ class Outgoing:
         return f"{self.type}/{getattr(self, subject)}"
 
 
-class Transport:
+class Transport(Protocol):
     """What the hub needs of a socket (asyncio.Transport fits; tests may pass their own)."""
 
     def write(self, data: bytes) -> None: ...
@@ -169,10 +170,8 @@ class Client:
         self.closed = True
         logger.info("closing /ws client %s: %s", self.name or "?", reason)
         self.hub.kicked += 1
-        try:
+        with contextlib.suppress(Exception):  # the socket may be gone already; abort below
             self.transport.write(close_frame(code, reason))
-        except Exception:  # noqa: BLE001 - the socket may already be gone; abort below
-            pass
         self._abort = asyncio.get_running_loop().call_later(
             KICK_GRACE_SECONDS, self.transport.abort)
 
@@ -201,10 +200,8 @@ class Hub:
     def remove(self, client: Client) -> None:
         members = self._groups.get(client.subscription)
         if members is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 members.remove(client)
-            except ValueError:
-                pass
             if not members:
                 del self._groups[client.subscription]
         self.slow_clients.discard(client)

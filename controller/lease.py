@@ -13,9 +13,10 @@ import contextlib
 import logging
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from common.redis_client import UNAVAILABLE, Redis
+from common.redis_client import UNAVAILABLE, UNAVAILABLE_OR_TIMEOUT, Redis
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class Lease:
             await self._redis.eval(_RELEASE, 1, self.key, self.holder)
         self.held = False
 
-    async def run_while_held(self, name: str, duty: Callable[[], Awaitable[None]]) -> None:
+    async def run_while_held(self, name: str, duty: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Forever: wait for the lease, run ``duty`` while it is held, stop it when lost."""
         step = self.ttl / 3
         while True:
@@ -83,8 +84,8 @@ class Lease:
                     if done:
                         break
                     try:
-                        still = await asyncio.wait_for(self.renew(), timeout=step)
-                    except (*UNAVAILABLE, TimeoutError):
+                        still = await asyncio.wait_for(self.renew(), step)
+                    except UNAVAILABLE_OR_TIMEOUT:
                         still = False
                     if not still:
                         logger.warning("lost the %s lease; stopping the duty", name)

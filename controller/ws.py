@@ -104,12 +104,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
         since = parse_since(query.get("since") or request.headers.get("Last-Event-ID"))
         snapshot = parse_flag(query.get("snapshot"), "snapshot")
     except ValidationError as err:
-        await ws.close(code=CLOSE_BAD_REQUEST, message=f"{err.field}: {err.reason}".encode()[:123])
+        reason = f"{err.field}: {err.reason}".encode()[:123]
+        await ws.close(code=CLOSE_BAD_REQUEST, message=reason)
         return ws
     transport = request.transport
     assert transport is not None
-    session = Session(request.app, ws, Client(request.app[appkeys.HUB], transport,  # type: ignore[arg-type]
-                                               subscription, name=principal.name))
+    client = Client(request.app[appkeys.HUB], transport, subscription, name=principal.name)
+    session = Session(request.app, ws, client)
     await session.run(since, snapshot)
     return ws
 

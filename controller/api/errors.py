@@ -67,18 +67,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        if exc.status < 400:  # noqa: PLR2004
+        if exc.status < 400:
             raise
         body = {"error": exc.reason.lower().replace(" ", "_"), "reason": exc.reason,
                 "message": exc.text or exc.reason}
         return json_response(body, exc.status, {"X-Request-ID": request[REQUEST_ID]})
     except Exception as err:
         status, body = error_body(err)
-        if status >= 500:  # noqa: PLR2004
+        if status >= 500:
             logger.exception("%s %s failed (request %s)", request.method, request.path,
                              request[REQUEST_ID])
         headers = {"X-Request-ID": request[REQUEST_ID]}
-        if status == 401:  # noqa: PLR2004
+        if status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="pi-controller"'
         return json_response(body, status, headers)
     response.headers.setdefault("X-Request-ID", request[REQUEST_ID])
