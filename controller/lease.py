@@ -65,7 +65,8 @@ class Lease:
             await self._redis.eval(_RELEASE, 1, self.key, self.holder)
         self.held = False
 
-    async def run_while_held(self, name: str, duty: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def run_while_held(self, name: str,
+                             duty: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Forever: wait for the lease, run ``duty`` while it is held, stop it when lost."""
         step = self.ttl / 3
         while True:
