@@ -82,6 +82,12 @@ class SystemLogCreated(Payload):
     node_id: str | None = None
 
 
+class NodeRemoved(Payload):
+    node_id: str
+    reason: str = ""
+    actor: str | None = None
+
+
 class NodeHealthReported(Payload):
     node_id: str
     metrics: dict[str, Any]
@@ -107,6 +113,7 @@ class JobProgress(Payload):
 NODE_DISCOVERED: Final = "node.discovered"
 NODE_STATUS_CHANGED: Final = "node.status.changed"
 NODE_HEALTH_REPORTED: Final = "node.health.reported"
+NODE_REMOVED: Final = "node.removed"
 CLUSTER_NODE_ADDED: Final = "cluster.node.added"
 CLUSTER_NODE_REMOVED: Final = "cluster.node.removed"
 GPIO_STATE_CHANGED: Final = "gpio.state.changed"
@@ -118,6 +125,7 @@ PAYLOADS: Final[dict[str, type[Payload]]] = {
     NODE_DISCOVERED: NodeDiscovered,
     NODE_STATUS_CHANGED: NodeStatusChanged,
     NODE_HEALTH_REPORTED: NodeHealthReported,
+    NODE_REMOVED: NodeRemoved,
     CLUSTER_NODE_ADDED: ClusterNodeChange,
     CLUSTER_NODE_REMOVED: ClusterNodeChange,
     GPIO_STATE_CHANGED: GpioStateChanged,
@@ -166,6 +174,10 @@ def node_status_changed(
 
 def node_health_reported(node_id: str, metrics: dict[str, Any]) -> Event:
     return make(NODE_HEALTH_REPORTED, NodeHealthReported(node_id=node_id, metrics=metrics))
+
+
+def node_removed(node_id: str, reason: str = "", actor: str | None = None) -> Event:
+    return make(NODE_REMOVED, NodeRemoved(node_id=node_id, reason=reason, actor=actor))
 
 
 def cluster_node_added(cluster_id: str, node_id: str, ip_address: str = "",

@@ -95,3 +95,18 @@ class Keys:
     def discovered(self) -> str:
         """Hash: machine key (MAC or host id) -> node id, so discovery fires once per machine."""
         return f"{self.prefix}discovered"
+
+    @property
+    def discovery_hosts(self) -> str:
+        """Hash: host seen by discovery -> JSON summary (sources, addresses, why (not) a Pi)."""
+        return f"{self.prefix}discovery:hosts"
+
+    @property
+    def discovery_problems(self) -> str:
+        """Capped list of bad records discovery met (garbage TXT, unanswering addresses)."""
+        return f"{self.prefix}discovery:problems"
+
+    @property
+    def health_alerts(self) -> str:
+        """Hash: "node_id|condition" -> when the alert was raised, so it fires once."""
+        return f"{self.prefix}health-alerts"

@@ -15,6 +15,7 @@ ALL = [
     events.node_discovered("pi-new", "192.168.1.110", "pi-new", "mdns"),
     events.node_status_changed("pi-worker-01", "ready", "offline", "agent started"),
     events.node_health_reported("pi-1", {"cpu_temp_c": 51.2}),
+    events.node_removed("pi-1", "forgotten by an operator", actor="admin"),
     events.cluster_node_added("cluster-1", "pi-worker-03", "192.168.1.103", "provisioning"),
     events.cluster_node_removed("cluster-1", "pi-worker-02"),
     events.gpio_state_changed("led-controller", "pi-1", 18, "high", 75, actor="ops",
