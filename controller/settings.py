@@ -34,3 +34,15 @@ class ControllerSettings(RedisSettings, LoggingSettings):
     scan_subnet: str = setting("", "CIDR to scan for SSH (port 22), e.g. 192.168.1.0/24; "
                                "empty = no scan")
     state_dir: str = setting("", "directory for the controller's SSH key and known hosts")
+    scan_interval: float = setting(600.0, "seconds between subnet SSH scans; rare, a scan "
+                                   "touches every address of the subnet")
+    scan_max_hosts: int = setting(1024, "largest subnet scanned (addresses); a /22 at most "
+                                  "by default, so a typo cannot sweep a /8")
+    ssh_probe_timeout: float = setting(2.0, "seconds to wait for a manually registered or "
+                                       "scanned address to accept on port 22")
+    health_temp_warning: float = setting(80.0, "CPU temperature in degrees C that raises a "
+                                         "warning; the Pi firmware soft-throttles from 80")
+    health_temp_hysteresis: float = setting(5.0, "degrees C below the warning temperature "
+                                            "before the recovery message, so it cannot flap")
+    health_disk_warning: float = setting(90.0, "root file system use in percent that raises "
+                                         "a warning")
