@@ -124,14 +124,13 @@ class TokenStore:
                         "or log in")
 
 
-PRINCIPAL: Final = "principal"
+PRINCIPAL: Final = web.RequestKey("principal", Principal)
 PUBLIC_PREFIXES: Final = ("/ui/",)
 """The UI's static files: the login page must load before anyone is logged in."""
 
 
 def principal_of(request: web.Request) -> Principal:
-    principal: Principal = request[PRINCIPAL]
-    return principal
+    return request[PRINCIPAL]
 
 
 def make_middleware(store: Callable[[web.Request], TokenStore]) -> Middleware:

@@ -26,7 +26,7 @@ from controller.auth import Handler
 
 logger = logging.getLogger(__name__)
 
-REQUEST_ID: Final = "request_id"
+REQUEST_ID: Final = web.RequestKey("request_id", str)
 _json: Final = msgspec.json.Encoder()
 
 
