@@ -12,6 +12,7 @@ from agent.commands import CommandConsumer, Reconciler
 from agent.gpio.backend import GpioBackend
 from agent.gpio.manager import PinManager
 from agent.gpio.sim import SimBackend
+from agent.health import HealthCollector, HealthReporter
 from agent.logbridge import EventLogHandler
 from agent.node import NodePresence
 from agent.outbox import Link, Outbox
@@ -61,6 +62,9 @@ class Agent:
                                         self.outbox, self.link)
         self.reconciler = Reconciler(self.redis, self.keys, self.node_id, self.pins, self.link,
                                      settings.reconcile_interval)
+        self.health = HealthReporter(HealthCollector(settings.sysroot), self.outbox, self.keys,
+                                     self.node_id, interval=settings.health_interval,
+                                     history=settings.metrics_history)
         self._tasks = TaskOwner()
         self._log_handler = EventLogHandler(self.outbox, self.node_id)
         self._failsafe_timer: asyncio.TimerHandle | None = None
@@ -101,8 +105,9 @@ class Agent:
             self._tasks.start("heartbeat", self.presence.heartbeat)
             self._tasks.start("command consumer", self.commands.run)
             self._tasks.start("reconciler", self.reconciler.run)
+            self._tasks.start("health reporter", self.health.run)
             if self.settings.mdns:
-                from agent.mdns import Advertiser  # type: ignore[import-not-found]
+                from agent.mdns import Advertiser
 
                 advertiser = Advertiser(self.facts, self.settings.mdns_interfaces)
                 self._tasks.start("mdns advertiser", advertiser.run)
