@@ -110,3 +110,13 @@ class Keys:
     def health_alerts(self) -> str:
         """Hash: "node_id|condition" -> when the alert was raised, so it fires once."""
         return f"{self.prefix}health-alerts"
+
+    @property
+    def job_queue(self) -> str:
+        """List of job ids waiting for the provisioner (the lease holder pops them)."""
+        return f"{self.prefix}jobs:queue"
+
+    @property
+    def host_keys(self) -> str:
+        """Hash: "host:port" -> JSON of the SSH host key pinned on first use."""
+        return f"{self.prefix}ssh:host-keys"

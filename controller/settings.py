@@ -46,3 +46,29 @@ class ControllerSettings(RedisSettings, LoggingSettings):
                                             "before the recovery message, so it cannot flap")
     health_disk_warning: float = setting(90.0, "root file system use in percent that raises "
                                          "a warning")
+    ssh_user: str = setting("pi", "user the controller logs in as on a Pi; it must have "
+                            "passwordless sudo, as Raspberry Pi OS sets up")
+    ssh_port: int = setting(22, "SSH port of the Pis")
+    ssh_connect_timeout: float = setting(10.0, "seconds to wait for a Pi to accept an SSH "
+                                         "connection before its job fails at 'connect'")
+    provision_parallel: int = setting(4, "nodes provisioned at the same time, at most; each "
+                                      "one downloads K3s, so this bounds the uplink too")
+    provision_arch: list[str] = setting(["aarch64", "arm64", "armv7l"], "machine types the "
+                                        "preflight accepts (K3s ships arm64 and armhf)")
+    provision_require_pi: bool = setting(True, "refuse hosts whose device-tree model is not "
+                                         "a Raspberry Pi")
+    k3s_install_source: str = setting("online", "'online' (each Pi fetches the install "
+                                      "script) or 'bundle' (air-gap: uploaded over SFTP)")
+    k3s_install_url: str = setting("https://get.k3s.io", "install script URL for 'online'")
+    k3s_bundle_dir: str = setting("", "for 'bundle': directory with install.sh and the k3s "
+                                  "binary (k3s-arm64 / k3s-armhf / k3s), optionally images")
+    k3s_ready_timeout: float = setting(300.0, "seconds to wait for a node to be Ready as "
+                                       "seen by the server after installing K3s")
+    reboot_timeout: float = setting(300.0, "seconds to wait for a Pi to come back after the "
+                                    "cgroup fix reboot; a Pi 4 takes about 40")
+    agent_redis_url: str = setting("", "Redis URL written into the pi-agent config on the "
+                                   "Pis; empty = the controller's own redis_url", secret=True)
+    agent_install_command: str = setting(
+        "test -x /opt/pi-agent/bin/pi-agent || { python3 -m venv /opt/pi-agent && "
+        "/opt/pi-agent/bin/pip install --quiet pi-controller; }",
+        "shell command run as root on a Pi to install pi-agent at /opt/pi-agent/bin/pi-agent")
