@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 import msgspec
 from redis.exceptions import ResponseError
@@ -119,18 +120,22 @@ class Reconciler:
             except UNAVAILABLE:
                 self._link.set(False)
 
-    async def declared(self) -> dict[str, gpio.GpioPin]:
+    async def declared(self) -> dict[str, Declared]:
         claims = await self._redis.hgetall(self._keys.gpio_claims(self._node_id))
         names = sorted({name.decode() for name in claims.values()})
-        pins: dict[str, gpio.GpioPin] = {}
+        pins: dict[str, Declared] = {}
         for name in names:
-            raw = await self._redis.hget(self._keys.gpio(name), "resource")
+            raw, actor, request_id = await self._redis.hmget(
+                self._keys.gpio(name), "resource", "actor", "request_id")
             if raw is None:
                 continue
             try:
-                pins[name] = gpio.decode_pin(raw)
+                pin = gpio.decode_pin(raw)
             except msgspec.DecodeError as err:
                 logger.error("stored GPIO resource %s is unreadable: %s", name, err)
+                continue
+            if pin.spec.node_name == self._node_id:
+                pins[name] = Declared(pin, _text(actor), _text(request_id))
         return pins
 
     async def reconcile(self) -> None:
@@ -138,12 +143,27 @@ class Reconciler:
         for name in list(self._manager.owned):
             if name not in declared:
                 await self._manager.release(name)
-        for name, pin in declared.items():
+        for name, item in declared.items():
             owned = self._manager.owned.get(name)
-            generation = pin.metadata.generation
+            spec, generation = item.pin.spec, item.pin.metadata.generation
             if owned is None or owned.generation < generation:
-                await self._manager.apply(name, pin.spec, generation, reason="reconcile")
+                # Carries who asked for this state, so the event names them even when the
+                # command itself is then skipped as already applied.
+                await self._manager.apply(name, spec, generation, actor=item.actor,
+                                          request_id=item.request_id, reason="reconcile")
             elif await self._manager.drift(name):
                 logger.warning("GPIO %s drifted from its declared state; corrected", name)
-                await self._manager.apply(name, pin.spec, generation, reason="drift corrected",
+                await self._manager.apply(name, spec, generation, actor=owned.actor,
+                                          request_id=owned.request_id, reason="drift corrected",
                                           force=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    pin: gpio.GpioPin
+    actor: str | None
+    request_id: str | None
+
+
+def _text(raw: bytes | None) -> str | None:
+    return raw.decode() if raw else None

@@ -31,15 +31,13 @@ def make_backend(settings: AgentSettings) -> GpioBackend:
     if settings.gpio == "sim":
         return SimBackend(input_interval=settings.sim_input_interval)
     if settings.gpio == "pigpio":
-        from agent.gpio.pigpio_backend import PigpioBackend  # type: ignore[import-not-found]
+        from agent.gpio.pigpio_backend import PigpioBackend
 
-        backend: GpioBackend = PigpioBackend(settings.pigpio_host, settings.pigpio_port)
-        return backend
+        return PigpioBackend(settings.pigpio_host, settings.pigpio_port)
     if settings.gpio == "rgpio":
-        from agent.gpio.rgpio_backend import RgpioBackend  # type: ignore[import-not-found]
-
-        rgpio: GpioBackend = RgpioBackend(settings.rgpio_host, settings.rgpio_port)
-        return rgpio
+        # SystemExit prints the message and exits 1: a clear refusal, not a traceback.
+        raise SystemExit("pi-agent: --gpio rgpio (Raspberry Pi 5, rgpiod) is not supported "
+                         "yet; use --gpio pigpio on a Pi 4 or earlier, or --gpio sim")
     raise ValueError(f"unknown GPIO backend {settings.gpio!r}: use sim, pigpio or rgpio")
 
 

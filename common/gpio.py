@@ -29,6 +29,7 @@ HARDWARE_PWM_MAX_HZ: Final = 30_000_000
 SERVO_PULSE_MIN_US: Final = 500
 SERVO_PULSE_MAX_US: Final = 2500
 DEBOUNCE_MAX_MS: Final = 10_000
+SAFE_STATE_MODES: Final = frozenset({"output", "pwm"})
 
 PHYSICAL_TO_BCM: Final[dict[int, int]] = {
     3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10,
@@ -49,7 +50,10 @@ class Metadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     creationTimestamp: str | None = None
 
 
-class GpioSpec(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+class GpioSpec(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel",
+               forbid_unknown_fields=True):
+    """A misspelt field (``pwmduty``) is an error, not a silently ignored wish."""
+
     node_name: str
     pin: int | None = None
     physical_pin: int | None = None
@@ -188,8 +192,11 @@ def validate_spec(spec: GpioSpec) -> None:
                 SERVO_PULSE_MIN_US <= spec.servo_pulse_width <= SERVO_PULSE_MAX_US):
             raise ValidationError("spec.servoPulseWidth", f"{spec.servo_pulse_width} us is out "
                                   f"of range: 0 (off) or {SERVO_PULSE_MIN_US}-{SERVO_PULSE_MAX_US}")
-    if spec.state is not None and spec.mode not in ("output",):
+    if spec.state is not None and spec.mode != "output":
         raise ValidationError("spec.state", f"only applies to mode output, not {spec.mode}")
+    if spec.safe_state is not None and spec.mode not in SAFE_STATE_MODES:
+        raise ValidationError("spec.safeState", "only applies to modes output and pwm "
+                              f"(pwm: low = 0 %, high = 100 %), not {spec.mode}")
 
 
 _cmd_encoder: Final = msgspec.msgpack.Encoder()

@@ -93,8 +93,11 @@ class GpioService:
                 pipe.multi()
                 if previous is not None:
                     self._release_claim(pipe, previous, keep=pin)
-                pipe.hset(self._keys.gpio(name), "resource", gpio.encode_pin(
-                    msgspec.structs.replace(pin, status=gpio.GpioStatus())))
+                pipe.hset(self._keys.gpio(name), mapping={
+                    "resource": gpio.encode_pin(
+                        msgspec.structs.replace(pin, status=gpio.GpioStatus())),
+                    # Who asked for the declared state: the agent's reconciler reports it.
+                    "actor": actor, "request_id": request_id})
                 pipe.sadd(self._keys.gpio_index, name)
                 pipe.hset(claims_key, str(spec.pin), name)
                 self._command(pipe, spec.node_name, gpio.GpioCommand(

@@ -17,7 +17,7 @@ import msgspec
 from agent.gpio.backend import BackendError, GpioBackend
 from agent.outbox import Outbox, Write
 from common import events
-from common.gpio import GpioSpec, GpioStatus, Level
+from common.gpio import SAFE_STATE_MODES, GpioSpec, GpioStatus, Level
 from common.keys import Keys
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ class Owned:
     request_id: str | None = None
     level: int | None = None
     """Last physical level seen (inputs) or written (outputs)."""
+    duty: float | None = None
+    """PWM duty the pin really runs at (the safe one during fail-safe)."""
     failsafe: bool = False
 
 
@@ -42,6 +44,15 @@ def logical(level: int, active_low: bool) -> Level:
 
 def physical(state: Level, active_low: bool) -> int:
     return int((state == "high") != active_low)
+
+
+def safe_spec(spec: GpioSpec) -> GpioSpec | None:
+    """The spec with its safe state in place of the declared one; None if it has none."""
+    if spec.safe_state is None or spec.mode not in SAFE_STATE_MODES:
+        return None
+    if spec.mode == "pwm":
+        return msgspec.structs.replace(spec, pwm_duty=100.0 if spec.safe_state == "high" else 0.0)
+    return msgspec.structs.replace(spec, state=spec.safe_state)
 
 
 class PinManager:
@@ -65,43 +76,46 @@ class PinManager:
         """Drive one resource's pin; report success or the backend's error. True if applied."""
         async with self._lock:
             current = self._owned.get(resource)
-            if current is not None and generation < current.generation and not force:
-                # A stale command (reconcile already applied something newer): ack, skip.
+            if current is not None and generation <= current.generation and not force:
+                # Already applied (the reconciler got there first after a restart) or stale:
+                # ack and skip, so a command takes effect, and is reported, exactly once.
                 if ack:
                     self._outbox.emit(None, (ack,))
                 return False
             assert spec.pin is not None
             try:
-                level = await self._drive(resource, spec, current)
+                level, duty = await self._drive(spec, current)
             except BackendError as err:
                 self._report_error(resource, spec, generation, str(err), actor, request_id, ack)
                 return False
-            owned = Owned(spec, generation, actor, request_id, level)
+            owned = Owned(spec, generation, actor, request_id, level, duty)
             self._owned[resource] = owned
             self._by_pin[spec.pin] = resource
             self._report(resource, owned, reason=reason, ack=ack)
             return True
 
-    async def _drive(self, resource: str, spec: GpioSpec, current: Owned | None) -> int:
+    async def _drive(self, spec: GpioSpec, current: Owned | None) -> tuple[int, float | None]:
+        """Put the pin in its mode and state; returns (physical level, PWM duty)."""
         assert spec.pin is not None
-        if current is not None and current.spec.pin != spec.pin:
-            await self._forget(resource, current)
+        if current is not None and (current.spec.pin != spec.pin or (
+                current.spec.mode == "input" and spec.mode != "input")):
+            await self._forget(current)
         await self.backend.set_mode(spec.pin, spec.mode, spec.pull)
         if spec.mode == "input":
             await self.backend.watch(spec.pin, spec.debounce_ms, self._on_edge)
-            return await self.backend.read(spec.pin)
+            return await self.backend.read(spec.pin), None
         if spec.mode == "pwm":
             duty = spec.pwm_duty or 0.0
             await self.backend.set_pwm(spec.pin, duty, spec.pwm_frequency)
-            return int(duty > 0)
+            return int(duty > 0), duty
         if spec.mode == "servo":
             await self.backend.set_servo(spec.pin, spec.servo_pulse_width or 0)
-            return int(bool(spec.servo_pulse_width))
+            return int(bool(spec.servo_pulse_width)), None
         level = physical(spec.state or "low", spec.active_low)
         await self.backend.write(spec.pin, level)
-        return level
+        return level, None
 
-    async def _forget(self, resource: str, owned: Owned) -> None:
+    async def _forget(self, owned: Owned) -> None:
         assert owned.spec.pin is not None
         if owned.spec.mode == "input":
             await self.backend.unwatch(owned.spec.pin)
@@ -112,7 +126,7 @@ class PinManager:
             owned = self._owned.pop(resource, None)
             if owned is not None:
                 try:
-                    await self._forget(resource, owned)
+                    await self._forget(owned)
                 except BackendError as err:
                     logger.warning("releasing %s: %s", resource, err)
             if ack:
@@ -124,7 +138,7 @@ class PinManager:
         return GpioStatus(
             phase=phase,  # type: ignore[arg-type]
             state=logical(owned.level, spec.active_low) if owned.level is not None else None,
-            pwm_duty=spec.pwm_duty if spec.mode == "pwm" else None,
+            pwm_duty=owned.duty if spec.mode == "pwm" else None,
             servo_pulse_width=spec.servo_pulse_width if spec.mode == "servo" else None,
             message=message,
             observed_at=now,
@@ -175,19 +189,20 @@ class PinManager:
         return logical(await self.backend.read(owned.spec.pin), owned.spec.active_low)
 
     async def enter_failsafe(self) -> None:
-        """Drive every output with a safeState to it (the link to Redis is gone)."""
+        """Drive every pin with a safeState to it (the link to Redis is gone)."""
         async with self._lock:
             for resource, owned in self._owned.items():
-                spec = owned.spec
-                if spec.safe_state is None or spec.pin is None or spec.mode != "output":
+                safe = safe_spec(owned.spec)
+                if safe is None or owned.failsafe:
                     continue
-                level = physical(spec.safe_state, spec.active_low)
                 try:
-                    await self.backend.write(spec.pin, level)
+                    owned.level, owned.duty = await self._drive(safe, owned)
                 except BackendError as err:
                     logger.error("fail-safe for %s failed: %s", resource, err)
                     continue
-                owned.level, owned.failsafe = level, True
+                owned.failsafe = True
+                logger.warning("GPIO %s (BCM %s) driven to its safe state %s: no link to Redis",
+                               resource, owned.spec.pin, owned.spec.safe_state)
                 self._report(resource, owned, reason="failsafe: link to Redis lost",
                              ack=None, message="fail-safe state while the link is down")
 
@@ -195,16 +210,14 @@ class PinManager:
         """Back to the declared state once the link returns."""
         async with self._lock:
             for resource, owned in self._owned.items():
-                if not owned.failsafe or owned.spec.pin is None:
+                if not owned.failsafe:
                     continue
-                owned.failsafe = False
-                level = physical(owned.spec.state or "low", owned.spec.active_low)
                 try:
-                    await self.backend.write(owned.spec.pin, level)
+                    owned.level, owned.duty = await self._drive(owned.spec, owned)
                 except BackendError as err:
                     logger.error("restoring %s after fail-safe failed: %s", resource, err)
                     continue
-                owned.level = level
+                owned.failsafe = False
                 self._report(resource, owned, reason="failsafe cleared: link restored", ack=None)
 
     async def drift(self, resource: str) -> bool:
