@@ -15,6 +15,7 @@ from common import redis_client
 from common.keys import Keys
 from common.tasks import TaskOwner
 from controller import appkeys, auth, ws
+from controller.duties import duties_ctx
 from controller.api import errors
 from controller.api import events as events_api
 from controller.api import gpio as gpio_api
@@ -49,7 +50,7 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[appkeys.FEED] = Feed(redis, keys, hub)
     app[appkeys.TOKENS] = auth.TokenStore(redis, keys, settings.session_ttl)
     app[appkeys.GPIO] = GpioService(store)
-    app.cleanup_ctx.extend([redis_ctx, bootstrap_ctx, feed_ctx])
+    app.cleanup_ctx.extend([redis_ctx, bootstrap_ctx, feed_ctx, duties_ctx])
     app.on_shutdown.append(close_sockets)
     for module in (health_api, tokens_api, nodes_api, gpio_api, events_api):
         app.add_routes(module.routes)

@@ -36,6 +36,9 @@ class Node(msgspec.Struct, kw_only=True, omit_defaults=True):
     labels: dict[str, str] = {}
     maintenance: bool = False
     source: str = ""
+    mac: str = ""
+    status_reason: str = ""
+    error: str = ""
 
 
 _node_fields = {f for f in Node.__struct_fields__ if f != "id"}

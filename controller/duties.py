@@ -1,0 +1,70 @@
+"""Singleton duties (liveness, health alerts, discovery), each under its own lease."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from common.redis_client import UNAVAILABLE
+from common.tasks import TaskOwner
+from controller import appkeys, lease
+from controller.discovery.service import Discovery
+from controller.health_alerts import HealthAlerts, Thresholds
+from controller.liveness import Liveness
+
+logger = logging.getLogger(__name__)
+
+
+def _guarded(name: str, run: Callable[[], Awaitable[None]]
+             ) -> Callable[[], Coroutine[Any, Any, None]]:
+    # Inside the lease: a failing duty restarts with backoff while this replica keeps the
+    # lease, instead of bouncing the lease between replicas. Redis going away is expected
+    # (a warning, no traceback); anything else is a bug and logged with its traceback.
+    async def resilient() -> None:
+        delay = 0.1
+        while True:
+            try:
+                await run()
+            except UNAVAILABLE as err:
+                logger.warning("%s: Redis unreachable (%s); retrying", name,
+                               type(err).__name__)
+            except Exception:
+                logger.exception("%s failed", name)
+            else:
+                logger.warning("%s finished unexpectedly", name)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    return resilient
+
+
+def _under_lease(held: lease.Lease, name: str, run: Callable[[], Awaitable[None]]
+                 ) -> Callable[[], Awaitable[None]]:
+    return lambda: held.run_while_held(name, _guarded(name, run))
+
+
+async def duties_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, store = app[appkeys.SETTINGS], app[appkeys.STORE]
+    instance = lease.instance_id()
+    duties: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("liveness", lambda: Liveness(
+            store, heartbeat_interval=settings.heartbeat_interval,
+            missed_heartbeats=settings.missed_heartbeats).run()),
+        ("health-alerts", lambda: HealthAlerts(
+            store, app[appkeys.FEED].listeners, Thresholds(
+                temp_warning=settings.health_temp_warning,
+                temp_hysteresis=settings.health_temp_hysteresis,
+                disk_warning=settings.health_disk_warning)).run()),
+    ]
+    if settings.discovery or settings.scan_subnet:
+        duties.append(("discovery", lambda: Discovery(store, settings).run()))
+    tasks = TaskOwner()
+    for name, run in duties:
+        held = lease.Lease(store.redis, store.keys.lease(name), instance, settings.lease_ttl)
+        tasks.start(f"{name} lease", _under_lease(held, name, run))
+    yield
+    await tasks.close()

@@ -1,0 +1,171 @@
+"""Health thresholds: a warning once when a node crosses one, a recovery message when it clears.
+
+Decided here, from the ``node.health.reported`` events the feed hands over, by one replica
+under a lease. Which alerts are active lives in Redis (``keys.health_alerts``) and changes
+in the same transaction as its ``system.log.created`` event, under WATCH: a replica taking
+over neither repeats a warning nor forgets to send the recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import WatchError
+
+from common import events
+from controller.state import Store
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "health"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    temp_warning: float = 80.0
+    temp_hysteresis: float = 5.0
+    disk_warning: float = 90.0
+
+
+def _number(metrics: dict[str, Any], name: str) -> float | None:
+    value = metrics.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _flag(metrics: dict[str, Any], name: str) -> bool | None:
+    value = metrics.get(name)
+    return value if isinstance(value, bool) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    condition: str
+    alerting: bool
+    message: str
+
+
+def evaluate(node_id: str, metrics: dict[str, Any], active: set[str],
+             limits: Thresholds) -> list[Verdict]:
+    """What each known condition says now; conditions without data say nothing."""
+    verdicts: list[Verdict] = []
+    temp = _number(metrics, "cpu_temp_c")
+    if temp is not None:
+        was = "temperature" in active
+        hot = temp >= (limits.temp_warning - limits.temp_hysteresis if was
+                       else limits.temp_warning)
+        verdicts.append(Verdict("temperature", hot, (
+            f"{node_id}: CPU temperature {temp:.1f} C (warning at {limits.temp_warning:g} C)"
+            if hot else f"{node_id}: CPU temperature back to {temp:.1f} C")))
+    under = _flag(metrics, "under_voltage")
+    if under is not None:
+        verdicts.append(Verdict("under_voltage", under, (
+            f"{node_id}: under-voltage detected; check the power supply" if under
+            else f"{node_id}: supply voltage back to normal")))
+    throttled = _flag(metrics, "throttled")
+    if throttled is not None:
+        verdicts.append(Verdict("throttled", throttled, (
+            f"{node_id}: CPU is throttled" if throttled
+            else f"{node_id}: CPU no longer throttled")))
+    used = _number(metrics, "disk_percent")
+    if used is not None:
+        full = used >= limits.disk_warning
+        verdicts.append(Verdict("disk", full, (
+            f"{node_id}: root file system {used:.0f}% full (warning at "
+            f"{limits.disk_warning:g}%)" if full
+            else f"{node_id}: root file system back to {used:.0f}% full")))
+    return verdicts
+
+
+class HealthAlerts:
+    def __init__(self, store: Store, listeners: list[Callable[[events.Event], None]],
+                 limits: Thresholds) -> None:
+        self._store = store
+        self._listeners = listeners
+        self._limits = limits
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._wakeup = asyncio.Event()
+        self._active: dict[str, set[str]] = {}
+        self._unknown_logged: set[str] = set()
+
+    def _on_event(self, event: events.Event) -> None:
+        if event.type != events.NODE_HEALTH_REPORTED or event.node_id is None:
+            return
+        metrics = event.data.get("metrics")
+        if isinstance(metrics, dict):
+            # Latest report per node only: a backlog never grows beyond one entry per node.
+            self._pending[event.node_id] = metrics
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        raw = await self._store.redis.hkeys(self._store.keys.health_alerts)
+        self._active = {}
+        for field in raw:
+            node_id, _, condition = field.decode().rpartition("|")
+            self._active.setdefault(node_id, set()).add(condition)
+        self._listeners.append(self._on_event)
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._pending:
+                    node_id, metrics = self._pending.popitem()
+                    await self.consider(node_id, metrics)
+        finally:
+            self._listeners.remove(self._on_event)
+
+    async def consider(self, node_id: str, metrics: dict[str, Any]) -> None:
+        store = self._store
+        if not await store.redis.sismember(store.keys.nodes, node_id):
+            if node_id not in self._unknown_logged:
+                self._unknown_logged.add(node_id)
+                logger.warning("health report from unknown node %r ignored", node_id)
+            return
+        active = self._active.setdefault(node_id, set())
+        for verdict in evaluate(node_id, metrics, active, self._limits):
+            if verdict.alerting == (verdict.condition in active):
+                continue
+            if await self._transition(node_id, verdict):
+                logger.log(logging.WARNING if verdict.alerting else logging.INFO, "%s",
+                           verdict.message)
+            if verdict.alerting:
+                active.add(verdict.condition)
+            else:
+                active.discard(verdict.condition)
+
+    async def _transition(self, node_id: str, verdict: Verdict) -> bool:
+        """Raise or clear one alert with its log event, once (False if already so)."""
+        store = self._store
+        key, field = store.keys.health_alerts, f"{node_id}|{verdict.condition}"
+        level: events.Level = "warning" if verdict.alerting else "info"
+        while True:
+            async with store.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    if bool(await pipe.hexists(key, field)) == verdict.alerting:
+                        return False
+                    pipe.multi()
+                    if verdict.alerting:
+                        pipe.hset(key, field, f"{time.time():.3f}")
+                    else:
+                        pipe.hdel(key, field)
+                    store.stage_event(pipe, events.system_log_created(
+                        level, verdict.message, SOURCE, node_id=node_id))
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+
+    @staticmethod
+    async def forget(store: Store, node_id: str) -> None:
+        """Drop a deleted node's alerts (no recovery message: the node is gone)."""
+        fields = [f for f in await store.redis.hkeys(store.keys.health_alerts)
+                  if f.decode().rpartition("|")[0] == node_id]
+        if fields:
+            await store.redis.hdel(store.keys.health_alerts, *fields)
