@@ -69,7 +69,8 @@ class GpioSpec(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel",
 
 
 class GpioStatus(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
-    phase: Phase = "Pending"
+    phase: Phase | None = None
+    """None only until the store fills it in (Pending); a default would be omitted."""
     state: Level | None = None
     pwm_duty: float | None = None
     servo_pulse_width: int | None = None

@@ -100,10 +100,14 @@ class PinManager:
         if current is not None and (current.spec.pin != spec.pin or (
                 current.spec.mode == "input" and spec.mode != "input")):
             await self._forget(current)
-        await self.backend.set_mode(spec.pin, spec.mode, spec.pull)
         if spec.mode == "input":
+            # Watch before setting the pull: pigpio's client tracks levels from the reports
+            # it gets, so a level change it was not told about (the pull) would make it
+            # miss the next edge.
             await self.backend.watch(spec.pin, spec.debounce_ms, self._on_edge)
+            await self.backend.set_mode(spec.pin, spec.mode, spec.pull)
             return await self.backend.read(spec.pin), None
+        await self.backend.set_mode(spec.pin, spec.mode, spec.pull)
         if spec.mode == "pwm":
             duty = spec.pwm_duty or 0.0
             await self.backend.set_pwm(spec.pin, duty, spec.pwm_frequency)

@@ -141,7 +141,8 @@ class PigpioBackend:
             async with asyncio.timeout(self._timeout):
                 return await asyncio.to_thread(fn)
         except pigpio.error as err:
-            raise BackendError(f"pigpiod refused {what}: {err}") from err
+            reason = getattr(err, "value", err)  # pigpio.error's str() is a repr
+            raise BackendError(f"pigpiod refused {what}: {reason}") from err
         except TimeoutError as err:
             self._drop()
             raise BackendError(f"pigpiod at {self.address} did not answer {what} within "

@@ -27,6 +27,7 @@ TRIG, GDC, GPW, HP, NOIB, FG = 37, 83, 84, 86, 99, 97
 # Errors (pigpio.h).
 BAD_USER_GPIO, BAD_GPIO, BAD_MODE, BAD_LEVEL, BAD_PUD = -2, -3, -4, -5, -6
 BAD_PULSEWIDTH, BAD_DUTYCYCLE, BAD_DUTYRANGE, BAD_HANDLE = -7, -8, -21, -25
+NOT_PERMITTED = -41
 UNKNOWN_COMMAND, NOT_PWM_GPIO, NOT_SERVO_GPIO = -88, -92, -93
 NOT_HPWM_GPIO, BAD_HPWM_FREQ, BAD_HPWM_DUTY, BAD_FILTER = -95, -96, -97, -125
 
@@ -93,6 +94,7 @@ class FakePigpiod:
         self._notifiers: dict[int, _Notifier] = {}
         self._next_handle = 0
         self._stalls: dict[int, Stall] = {}
+        self._refusals: dict[int, int] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -151,6 +153,11 @@ class FakePigpiod:
         pin.external = level
         if pin.level != before:
             self._changed(gpio)
+
+    def refuse(self, gpio: int, code: int = NOT_PERMITTED) -> None:
+        """Answer every command on this GPIO with an error, as pigpiod does for a GPIO it
+        may not touch (``pigpiod -x`` permits mask)."""
+        self._refusals[gpio] = code
 
     def stall_write(self, gpio: int) -> Stall:
         stall = Stall(gpio)
@@ -261,6 +268,8 @@ class FakePigpiod:
     def _execute(self, cmd: int, p1: int, p2: int, extra: bytes) -> int:
         user = p1 <= 31
         gpio_ok = p1 <= 53
+        if p1 in self._refusals and cmd not in (NB, NC, BR1, TICK, HWVER, PIGPV):
+            return self._refusals[p1]
         if cmd in (MODES, MODEG, PUD, READ, WRITE, HP) and not gpio_ok:
             return BAD_GPIO
         if cmd in (PWM, PRS, PFS, SERVO, WDOG, PRG, PFG, PRRG, TRIG, GDC, GPW, FG) and not user:
