@@ -69,8 +69,10 @@ async def record(store: Store, s: Sighting, *, name: str = "", error: str = "") 
                 if created and not exists:
                     pipe.hset(node_key, mapping=_node_fields(s, error))
                     pipe.sadd(store.keys.nodes, node_id)
-                elif created and s.mac:
-                    pipe.hset(node_key, "mac", s.mac)
+                elif exists and s.mac:
+                    # A later record of a known machine may be the one that names its MAC
+                    # (_workstation after _ssh); never overwrite one already learnt.
+                    pipe.hsetnx(node_key, "mac", s.mac)
                 if created:
                     store.stage_event(pipe, events.node_discovered(
                         node_id, s.address, s.hostname, s.source))
