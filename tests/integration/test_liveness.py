@@ -1,0 +1,148 @@
+"""Liveness with real processes: SIGKILL an agent -> offline; restart -> ready; two
+controllers, the lease holder killed mid-way -> the other takes over, nothing lost or doubled.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from common import events
+from common.keys import EVENT_FIELD, Keys
+from tests.support import processes
+from tests.support.processes import Proc
+from tests.support.waiting import wait_until
+
+BEAT = 0.2
+MISSED = 3
+LEASE_TTL = 1.0
+FAST = ["--heartbeat-interval", str(BEAT), "--missed-heartbeats", str(MISSED),
+        "--lease-ttl", str(LEASE_TTL)]
+
+
+async def transitions(url: str, node_id: str) -> list[events.Event]:
+    client = aioredis.Redis.from_url(url)
+    try:
+        entries = await client.xrange(Keys().events)
+    finally:
+        await client.aclose()
+    decoded = [events.decode(f[EVENT_FIELD], i.decode()) for i, f in entries]
+    return [e for e in decoded if e.type == events.NODE_STATUS_CHANGED and e.node_id == node_id]
+
+
+async def wait_status(url: str, node_id: str, status: str, count: int = 1,
+                      timeout: float = 20.0) -> events.Event:
+    async def reached() -> events.Event | None:
+        found = [e for e in await transitions(url, node_id) if e.data["status"] == status]
+        return found[count - 1] if len(found) >= count else None
+
+    result: events.Event = await wait_until(reached, timeout, interval=0.05,
+                                            what=f"{node_id} {status} #{count}")
+    return result
+
+
+def agent(redis_url: str, node_id: str, tmp_path: Path) -> Proc:
+    return processes.agent(redis_url, node_id, tmp_path / f"{node_id}.log",
+                           extra=["--heartbeat-interval", str(BEAT)])
+
+
+def stamp(event: events.Event) -> float:
+    return int(event.id.split("-")[0]) / 1000 if event.id else 0.0
+
+
+async def test_sigkilled_agent_goes_offline_and_comes_back_ready(
+        redis_url: str, tmp_path: Path) -> None:
+    ctl = processes.controller(redis_url, tmp_path / "ctl.log", extra=FAST).start()
+    pi = agent(redis_url, "pi-1", tmp_path).start()
+    try:
+        await processes.wait_ready(ctl.url, ctl)  # type: ignore[attr-defined]
+        await wait_status(redis_url, "pi-1", "ready")
+        await wait_until(lambda: "took the liveness lease" in ctl.log(), 10,
+                         what="the liveness duty")
+        killed_at = time.time()
+        pi.kill()
+        offline = await wait_status(redis_url, "pi-1", "offline")
+        delay = stamp(offline) - killed_at
+        # At most: the beats missed, one beat in flight, one liveness tick, and slack for a
+        # busy machine; never before the configured number of beats was missed.
+        assert (MISSED - 1) * BEAT <= delay <= MISSED * BEAT + 3.0, delay
+        assert offline.data["previous_status"] == "ready"
+        assert "no heartbeat" in offline.data["reason"]
+
+        pi = agent(redis_url, "pi-1", tmp_path).start()
+        back = await wait_status(redis_url, "pi-1", "ready", count=2)
+        assert back.data["previous_status"] == "offline"
+        statuses = [e.data["status"] for e in await transitions(redis_url, "pi-1")]
+        assert statuses == ["ready", "offline", "ready"], statuses
+    finally:
+        pi.stop()
+        ctl.stop()
+    assert "Traceback" not in ctl.log()
+
+
+async def test_network_loss_then_beats_resume_marks_ready(
+        redis_url: str, tmp_path: Path) -> None:
+    """An agent paused (SIGSTOP: a hung process or a cut cable) is offline, then ready."""
+    ctl = processes.controller(redis_url, tmp_path / "ctl.log", extra=FAST).start()
+    pi = agent(redis_url, "pi-2", tmp_path).start()
+    try:
+        await processes.wait_ready(ctl.url, ctl)  # type: ignore[attr-defined]
+        await wait_status(redis_url, "pi-2", "ready")
+        pi.signal(signal.SIGSTOP)
+        await wait_status(redis_url, "pi-2", "offline")
+        pi.signal(signal.SIGCONT)
+        back = await wait_status(redis_url, "pi-2", "ready", count=2)
+        assert back.data["reason"] == "heartbeats resumed"
+    finally:
+        pi.signal(signal.SIGCONT)
+        pi.stop()
+        ctl.stop()
+
+
+@pytest.mark.timeout(90)
+async def test_lease_holder_killed_the_other_takes_over_nothing_lost_or_doubled(
+        redis_url: str, tmp_path: Path) -> None:
+    first = processes.controller(redis_url, tmp_path / "c1.log", extra=FAST).start()
+    await processes.wait_ready(first.url, first)  # type: ignore[attr-defined]
+    await wait_until(lambda: "took the liveness lease" in first.log(), 10, what="holder")
+    second = processes.controller(redis_url, tmp_path / "c2.log", extra=FAST).start()
+    agents = {n: agent(redis_url, n, tmp_path).start() for n in ("pi-a", "pi-b", "pi-c")}
+    try:
+        await processes.wait_ready(second.url, second)  # type: ignore[attr-defined]
+        for node_id in agents:
+            await wait_status(redis_url, node_id, "ready")
+        # Both replicas running: a node dies, one transition.
+        agents["pi-a"].kill()
+        await wait_status(redis_url, "pi-a", "offline")
+        # The holder dies together with a node: the survivor must catch that node.
+        agents["pi-b"].kill()
+        first.kill()
+        await wait_status(redis_url, "pi-b", "offline", timeout=LEASE_TTL + 20)
+        assert "took the liveness lease" in second.log()
+        # The survivor also brings nodes back.
+        agents["pi-a"] = agent(redis_url, "pi-a", tmp_path).start()
+        await wait_status(redis_url, "pi-a", "ready", count=2)
+        agents["pi-c"].signal(signal.SIGSTOP)
+        await wait_status(redis_url, "pi-c", "offline")
+        agents["pi-c"].signal(signal.SIGCONT)
+        await wait_status(redis_url, "pi-c", "ready", count=2)
+        expected = {"pi-a": ["ready", "offline", "ready"], "pi-b": ["ready", "offline"],
+                    "pi-c": ["ready", "offline", "ready"]}
+
+        async def settled() -> bool:
+            got = {n: [e.data["status"] for e in await transitions(redis_url, n)]
+                   for n in expected}
+            return got == expected
+
+        await wait_until(settled, 5, what="exactly the expected transitions")
+    finally:
+        agents["pi-c"].signal(signal.SIGCONT)
+        for proc in agents.values():
+            proc.stop()
+        second.stop()
+        first.kill()
+    assert "Traceback" not in second.log()
