@@ -1,0 +1,14 @@
+"""K3s provisioning over SSH: credentials, pinned host keys, jobs of idempotent steps.
+
+    credentials.py  the controller's key pair, host keys pinned on first use
+    ssh.py          one SSH session to a Pi: sudo -n, captured and redacted output, SFTP
+    redact.py       keeps tokens and private keys out of output, events and logs
+    model.py        Job, Step and Cluster records and their Redis form
+    jobs.py         JobStore: job state in Redis, written with its progress event
+    doctor.py       preflight facts and checks
+    k3s.py          install/join/uninstall commands and the server-side checks
+    agent_unit.py   the pi-agent systemd unit and its configuration
+    steps.py        one coroutine per step
+    runner.py       Provisioner: runs queued jobs under the singleton lease, bounded
+    clusters.py     ClusterService: validation, membership, creating jobs
+"""

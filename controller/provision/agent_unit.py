@@ -1,0 +1,53 @@
+"""pi-agent on the Pi: its systemd unit and its configuration file."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Final
+
+from controller.provision.ssh import Session
+
+UNIT_PATH: Final = "/etc/systemd/system/pi-agent.service"
+CONFIG_PATH: Final = "/etc/pi-agent/agent.env"
+EXEC: Final = "/opt/pi-agent/bin/pi-agent"
+
+UNIT: Final = f"""[Unit]
+Description=Pi-Controller node agent (GPIO, health, heartbeat)
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+EnvironmentFile={CONFIG_PATH}
+ExecStart={EXEC}
+Restart=always
+RestartSec=2
+# GPIO needs root on older kernels (pigpio); the unit keeps the rest of the system read-only.
+ProtectSystem=full
+ProtectHome=true
+NoNewPrivileges=true
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def config(node_id: str, redis_url: str, redis_prefix: str) -> str:
+    return (f"PIC_NODE_ID={node_id}\n"
+            f"PIC_REDIS_URL={redis_url}\n"
+            f"PIC_REDIS_PREFIX={redis_prefix}\n")
+
+
+async def install(session: Session, *, node_id: str, redis_url: str, redis_prefix: str,
+                  install_command: str) -> None:
+    # The config holds the Redis URL (maybe with a password): root-only, sent over stdin.
+    session.redact.add(redis_url)
+    await session.run(f"umask 077 && mkdir -p /etc/pi-agent && cat > {CONFIG_PATH}",
+                      sudo=True, stdin=config(node_id, redis_url, redis_prefix))
+    await session.run(f"mkdir -p /etc/systemd/system && cat > {UNIT_PATH}", sudo=True,
+                      stdin=UNIT)
+    await session.run(install_command, sudo=True, timeout=900)
+    await session.run(f"test -x {shlex.quote(EXEC)}", sudo=True)
+    await session.run("systemctl daemon-reload && systemctl enable pi-agent && "
+                      "systemctl restart pi-agent", sudo=True)
+    await session.run("systemctl is-active pi-agent", sudo=True)

@@ -1,0 +1,124 @@
+"""The controller's SSH identity and the Pis' host keys, pinned on first use.
+
+The key pair lives under the state directory (``id_ed25519``, mode 0600), generated on first
+use; only its public half ever leaves this module. Host keys are pinned in Redis, so every
+controller replica trusts the same keys; a key that differs from its pin refuses the
+connection (``asyncssh.HostKeyNotVerifiable``) until an admin removes the pin.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import asyncssh
+import msgspec
+
+from common.keys import Keys
+from common.redis_client import Redis
+
+logger = logging.getLogger(__name__)
+
+KEY_FILE = "id_ed25519"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "pi-controller"
+
+
+class ControllerKey:
+    """The controller's ed25519 key pair, created on first use."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.dir = Path(state_dir) if state_dir else default_state_dir()
+        self._key: asyncssh.SSHKey | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dir / KEY_FILE
+
+    def private(self) -> asyncssh.SSHKey:
+        if self._key is None:
+            self._key = self._load_or_create()
+        return self._key
+
+    def _load_or_create(self) -> asyncssh.SSHKey:
+        if self.path.exists():
+            return asyncssh.read_private_key(self.path)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="pi-controller")
+        tmp = self.path.with_suffix(".tmp")
+        # Created 0600 from the start: the private key is never readable by others.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(key.export_private_key())
+        tmp.replace(self.path)
+        self.path.with_suffix(".pub").write_bytes(key.export_public_key())
+        logger.info("generated the controller's SSH key %s", self.path)
+        return key
+
+    def public_line(self) -> str:
+        return self.private().export_public_key().decode().strip()
+
+    def fingerprint(self) -> str:
+        return str(self.private().get_fingerprint("sha256"))
+
+
+class PinnedKey(msgspec.Struct, kw_only=True):
+    host: str
+    port: int
+    key: str
+    """The public key in OpenSSH form ("ssh-ed25519 AAAA...")."""
+    fingerprint: str
+    pinned_at: float
+    node_id: str = ""
+
+
+_pin_decoder = msgspec.json.Decoder(PinnedKey)
+
+
+def address(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+class HostKeys:
+    """Host keys pinned on first use, shared by every replica through Redis."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._key = keys.host_keys
+
+    async def get(self, host: str, port: int) -> PinnedKey | None:
+        raw = await self._redis.hget(self._key, address(host, port))
+        return _pin_decoder.decode(raw) if raw else None
+
+    async def all(self) -> list[PinnedKey]:
+        raw = await self._redis.hgetall(self._key)
+        return sorted((_pin_decoder.decode(v) for v in raw.values()),
+                      key=lambda p: (p.host, p.port))
+
+    async def pin(self, host: str, port: int, key: asyncssh.SSHKey, node_id: str
+                  ) -> PinnedKey:
+        """Pin ``key`` unless a key is pinned already; returns the pin that holds."""
+        pinned = PinnedKey(host=host, port=port,
+                           key=key.export_public_key().decode().strip(),
+                           fingerprint=str(key.get_fingerprint("sha256")),
+                           pinned_at=time.time(), node_id=node_id)
+        if await self._redis.hsetnx(self._key, address(host, port), msgspec.json.encode(pinned)):
+            logger.info("pinned the SSH host key of %s:%d (%s) on first use", host, port,
+                        pinned.fingerprint)
+            return pinned
+        existing = await self.get(host, port)
+        assert existing is not None
+        return existing
+
+    async def forget(self, host: str, port: int) -> bool:
+        return bool(await self._redis.hdel(self._key, address(host, port)))
+
+    @staticmethod
+    def known_hosts(pin: PinnedKey) -> asyncssh.SSHKnownHosts:
+        host = pin.host if pin.port == 22 else f"[{pin.host}]:{pin.port}"
+        return asyncssh.import_known_hosts(f"{host} {pin.key}\n")

@@ -1,0 +1,179 @@
+"""Jobs, steps and clusters: what is stored in Redis and returned by the API.
+
+A job provisions (or removes) one node and is made of ordered, idempotent steps. It is
+stored as JSON in the hash ``keys.job(id)`` (field ``job``, plus ``status`` and ``node_id``
+for cheap scans), so a controller that takes over the lease can resume it. A cluster is a
+hash of flat string fields at ``keys.cluster(id)``; its members are the fields
+``role:<node>`` and ``state:<node>``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Final, Literal
+
+import msgspec
+
+JobKind = Literal["provision", "deprovision"]
+Role = Literal["server", "agent"]
+
+# Job statuses. "interrupted" is final: the job was cut short too often by controller
+# restarts; re-running it resumes where it stopped.
+QUEUED: Final = "queued"
+RUNNING: Final = "running"
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
+INTERRUPTED: Final = "interrupted"
+ACTIVE: Final = (QUEUED, RUNNING)
+FINISHED: Final = (SUCCEEDED, FAILED, INTERRUPTED)
+
+# Step statuses.
+PENDING: Final = "pending"
+DONE: Final = "done"
+SKIPPED: Final = "skipped"
+
+PROVISION_STEPS: Final = ("connect", "preflight", "cgroups", "install_k3s", "wait_ready",
+                          "install_agent", "report")
+DEPROVISION_STEPS: Final = ("drain", "delete_node", "uninstall", "report")
+
+OUTPUT_LIMIT: Final = 8192
+"""Bytes of output kept per step (the tail: errors come last)."""
+
+# Membership states of a node in a cluster (field state:<node> of the cluster hash).
+JOINING: Final = "joining"
+JOINED: Final = "joined"
+MEMBER_FAILED: Final = "failed"
+REMOVING: Final = "removing"
+
+
+class Step(msgspec.Struct, kw_only=True):
+    name: str
+    status: str = PENDING
+    started_at: float | None = None
+    finished_at: float | None = None
+    message: str = ""
+    output: str = ""
+
+    def append(self, text: str) -> None:
+        self.output = (self.output + text)[-OUTPUT_LIMIT:]
+
+
+class Job(msgspec.Struct, kw_only=True):
+    id: str
+    kind: JobKind
+    node_id: str
+    cluster_id: str
+    role: Role
+    status: str = QUEUED
+    steps: list[Step] = []
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str = ""
+    failed_step: str = ""
+    attempts: int = 0
+    interruptions: int = 0
+    facts: dict[str, str] = {}
+    """What preflight learnt about the host (hostname, arch, os...): later steps need it
+    even when preflight is not re-run on resume."""
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+
+def new_job(kind: JobKind, node_id: str, cluster_id: str, role: Role) -> Job:
+    names = PROVISION_STEPS if kind == "provision" else DEPROVISION_STEPS
+    now = time.time()
+    return Job(id=f"job-{uuid.uuid4().hex[:12]}", kind=kind, node_id=node_id,
+               cluster_id=cluster_id, role=role, steps=[Step(name=n) for n in names],
+               created_at=now, updated_at=now)
+
+
+encode_job = msgspec.json.Encoder().encode
+decode_job = msgspec.json.Decoder(Job).decode
+
+
+class Member(msgspec.Struct, kw_only=True):
+    node_id: str
+    role: str
+    state: str
+    ip_address: str = ""
+    hostname: str = ""
+    job_id: str = ""
+
+
+class Cluster(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    status: str = "provisioning"
+    version: str = ""
+    channel: str = ""
+    disable: list[str] = []
+    tls_sans: list[str] = []
+    force_even: bool = False
+    server_node: str = ""
+    """The server whose address agents and later servers join (the first server)."""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    members: list[Member] = []
+
+    def servers(self) -> list[Member]:
+        return [m for m in self.members if m.role == "server"]
+
+    def member(self, node_id: str) -> Member | None:
+        for m in self.members:
+            if m.node_id == node_id:
+                return m
+        return None
+
+
+def _csv(items: list[str]) -> str:
+    return ",".join(items)
+
+
+def _uncsv(text: str) -> list[str]:
+    return [item for item in text.split(",") if item]
+
+
+def cluster_fields(cluster: Cluster) -> dict[str, str]:
+    """The cluster's own fields (not its members) as flat strings for its hash."""
+    return {
+        "id": cluster.id, "name": cluster.name, "status": cluster.status,
+        "version": cluster.version, "channel": cluster.channel,
+        "disable": _csv(cluster.disable), "tls_sans": _csv(cluster.tls_sans),
+        "force_even": "1" if cluster.force_even else "0", "server_node": cluster.server_node,
+        "created_at": f"{cluster.created_at:.3f}", "updated_at": f"{cluster.updated_at:.3f}",
+    }
+
+
+def cluster_from_hash(raw: dict[bytes, bytes]) -> Cluster:
+    text = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+    members: dict[str, Member] = {}
+    for key, value in text.items():
+        kind, sep, node_id = key.partition(":")
+        if not sep or kind not in ("role", "state", "host", "job"):
+            continue
+        member = members.setdefault(node_id, Member(node_id=node_id, role="", state=""))
+        if kind == "role":
+            member.role = value
+        elif kind == "state":
+            member.state = value
+        elif kind == "host":
+            member.hostname = value
+        else:
+            member.job_id = value
+    return Cluster(
+        id=text.get("id", ""), name=text.get("name", ""),
+        status=text.get("status", ""), version=text.get("version", ""),
+        channel=text.get("channel", ""), disable=_uncsv(text.get("disable", "")),
+        tls_sans=_uncsv(text.get("tls_sans", "")), force_even=text.get("force_even") == "1",
+        server_node=text.get("server_node", ""),
+        created_at=float(text.get("created_at") or 0), updated_at=float(text.get("updated_at")
+                                                                        or 0),
+        members=sorted((m for m in members.values() if m.role), key=lambda m: m.node_id),
+    )

@@ -1,0 +1,212 @@
+"""Provisioner: runs queued jobs under the singleton lease, a bounded number at a time.
+
+Jobs are picked from the Redis queue (any replica's API enqueues) and, on taking the
+lease, from the job index: a job left "running" by a controller that died is resumed from
+the step it was in, or marked "interrupted" once it has been cut short too often, so no
+job stays "running" forever. Steps that are done are not run again; "connect" always is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import Final
+
+from common import events
+from common.redis_client import UNAVAILABLE
+from controller import node_status
+from controller.provision import model, steps
+from controller.provision.credentials import ControllerKey, HostKeys
+from controller.provision.jobs import JobStore
+from controller.provision.model import Job, Step
+from controller.provision.ssh import StepFailed
+from controller.settings import ControllerSettings
+from controller.state import Store
+
+logger = logging.getLogger(__name__)
+
+MAX_INTERRUPTIONS: Final = 3
+RESCAN: Final = 2.0
+"""Seconds between scans of the job index, for jobs whose queue entry was lost."""
+
+
+class Provisioner:
+    def __init__(self, settings: ControllerSettings, store: Store, jobs: JobStore,
+                 key: ControllerKey, pins: HostKeys) -> None:
+        self.settings = settings
+        self.store = store
+        self.jobs = jobs
+        self.key = key
+        self.pins = pins
+        self._slot = asyncio.Semaphore(max(1, settings.provision_parallel))
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._join_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @property
+    def running(self) -> set[str]:
+        return set(self._tasks)
+
+    async def run(self) -> None:
+        """The lease duty: until cancelled, start every job that is waiting."""
+        try:
+            await self._scan(adopting=True)
+            next_scan = time.monotonic() + RESCAN
+            while True:
+                try:
+                    popped = await self.store.redis.blpop([self.store.keys.job_queue], timeout=1)
+                except UNAVAILABLE:
+                    await asyncio.sleep(1)
+                    continue
+                if popped:
+                    self._start(popped[1].decode())
+                if time.monotonic() >= next_scan:
+                    await self._scan(adopting=False)
+                    next_scan = time.monotonic() + RESCAN
+        finally:
+            tasks = list(self._tasks.values())
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _scan(self, *, adopting: bool) -> None:
+        for job_id in await self.jobs.active_ids():
+            if job_id in self._tasks:
+                continue
+            job = await self.jobs.get(job_id)
+            if job is None:
+                continue
+            if job.status == model.RUNNING and adopting:
+                job.interruptions += 1
+                if job.interruptions > MAX_INTERRUPTIONS:
+                    await self._interrupted(job)
+                    continue
+                logger.info("resuming job %s (%s of %s), cut short by a controller restart",
+                            job.id, job.kind, job.node_id)
+                await self.jobs.save(job, "job", "resumed",
+                                     "resumed after a controller restart")
+            self._start(job_id)
+
+    async def _interrupted(self, job: Job) -> None:
+        job.status = model.INTERRUPTED
+        job.finished_at = time.time()
+        job.error = (f"interrupted {job.interruptions - 1} times by controller restarts; "
+                     "re-run the job to resume it")
+        await self.jobs.save(job, "job", model.INTERRUPTED, job.error)
+
+    def _start(self, job_id: str) -> None:
+        if job_id in self._tasks:
+            return
+        task = asyncio.create_task(self._run_job(job_id), name=f"job {job_id}")
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(job_id, None))
+
+    async def _run_job(self, job_id: str) -> None:
+        try:
+            job = await self.jobs.get(job_id)
+            if job is None or job.status in model.FINISHED:
+                return
+            async with self._slot:
+                await JobRun(self, job).execute()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Redis gone mid-job: the job stays "running" and is resumed on the next scan
+            # by whichever replica holds the lease then.
+            logger.exception("job %s stopped unexpectedly; it will be resumed", job_id)
+
+
+class JobRun:
+    def __init__(self, provisioner: Provisioner, job: Job) -> None:
+        self.p = provisioner
+        self.job = job
+        self.ctx = steps.Context(
+            job=job, settings=provisioner.settings, store=provisioner.store,
+            key=provisioner.key, pins=provisioner.pins, slot=provisioner._slot,
+            join_lock=provisioner._join_locks[job.cluster_id])
+
+    async def execute(self) -> None:
+        job = self.job
+        if job.status == model.QUEUED:
+            job.attempts += 1
+        job.status = model.RUNNING
+        job.started_at = job.started_at or time.time()
+        job.error = job.failed_step = ""
+        job.finished_at = None
+        await self.p.jobs.save(job, "job", model.RUNNING, f"attempt {job.attempts}")
+        if job.kind == "provision":
+            await node_status.set_node_status(
+                self.p.store, job.node_id, node_status.PROVISIONING,
+                f"job {job.id}: joining cluster {job.cluster_id} as {job.role}")
+            await self.ctx.set_member(state=model.JOINING, job=job.id)
+        table = steps.PROVISION if job.kind == "provision" else steps.DEPROVISION
+        try:
+            for step in job.steps:
+                if step.status in (model.DONE, model.SKIPPED) and step.name != "connect":
+                    continue
+                if not await self._run_step(step, table[step.name]):
+                    return
+        finally:
+            self.ctx.close()
+        job.status = model.SUCCEEDED
+        job.finished_at = time.time()
+        await self.p.jobs.save(job, "job", model.SUCCEEDED,
+                               f"{job.kind} of {job.node_id} succeeded")
+        logger.info("job %s: %s of %s succeeded", job.id, job.kind, job.node_id)
+
+    async def _run_step(self, step: Step, fn: steps.StepFn) -> bool:
+        job = self.job
+        step.status = model.RUNNING
+        step.started_at = time.time()
+        step.finished_at = None
+        step.message = ""
+        if step.output:
+            step.append(f"--- attempt {job.attempts} ---\n")
+        self.ctx.log = step.append
+        await self.p.jobs.save(job, step.name, model.RUNNING)
+        try:
+            summary = await fn(self.ctx)
+        except StepFailed as err:
+            await self._fail(step, err.message, err.remote)
+            return False
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            logger.exception("job %s: step %s raised", job.id, step.name)
+            await self._fail(step, f"internal error: {type(err).__name__}", "")
+            return False
+        step.status = model.SKIPPED if summary.startswith("skipped") else model.DONE
+        step.message = self.ctx.redact(summary)
+        step.finished_at = time.time()
+        await self.p.jobs.save(job, step.name, step.status, step.message)
+        return True
+
+    async def _fail(self, step: Step, message: str, remote: str) -> None:
+        job = self.job
+        redact = self.ctx.redact
+        message = redact(message)
+        step.status = model.FAILED
+        step.message = message
+        step.finished_at = time.time()
+        job.status = model.FAILED
+        job.failed_step = step.name
+        job.error = f"step {step.name}: {message}"
+        job.finished_at = time.time()
+        text = f"{job.kind} of node {job.node_id} failed at step {step.name}: {message}"
+        if remote and redact(remote) not in message:
+            text += f" (remote error: {redact(remote)[-400:]})"
+        log_event = events.system_log_created("error", text, source="provisioner",
+                                              node_id=job.node_id)
+        await self.p.jobs.save(job, step.name, model.FAILED, message,
+                               extra=[lambda pipe: self.p.store.stage_event(pipe, log_event)])
+        logger.warning("job %s: %s", job.id, text)
+        if job.kind == "provision":
+            with contextlib.suppress(StepFailed):
+                await self.ctx.set_member(state=model.MEMBER_FAILED)
+            await node_status.set_node_status(
+                self.p.store, job.node_id, node_status.FAILED,
+                f"job {job.id} failed at step {step.name}", expected=[node_status.PROVISIONING])

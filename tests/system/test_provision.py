@@ -1,0 +1,211 @@
+"""K3s provisioning against real OpenSSH servers dressed up as Raspberry Pis.
+
+Each fake Pi is a network namespace with its own sshd, hostname, device-tree model and
+file system overlays (tests/support/fakepi.py); K3s is a stand-in installer that records
+what it was asked and creates the files K3s would. The controller runs in this process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from common import events
+from common.keys import EVENT_FIELD, Keys
+from controller import appkeys
+from tests.support import fakepi
+from tests.support.processes import ADMIN_TOKEN
+from tests.support.redis_server import free_port
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.netns
+
+SKIP = fakepi.namespaces_usable()
+if SKIP:
+    pytest.skip(SKIP, allow_module_level=True)
+
+VERSION = fakepi.KNOWN_VERSIONS[0]
+FAKE_AGENT = ("mkdir -p /opt/pi-agent/bin && printf '#!/bin/sh\\nexit 0\\n' > "
+              "/opt/pi-agent/bin/pi-agent && chmod 755 /opt/pi-agent/bin/pi-agent")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[fakepi.Fleet]:
+    f = fakepi.Fleet(tmp_path / "fleet").start()
+    yield f
+    f.stop()
+
+
+class Harness:
+    def __init__(self, url: str, app: web.Application, fleet: fakepi.Fleet,
+                 http: aiohttp.ClientSession, redis: aioredis.Redis) -> None:
+        self.url = url
+        self.app = app
+        self.fleet = fleet
+        self.http = http
+        self.redis = redis
+        self.keys = Keys()
+
+    async def public_key(self) -> str:
+        async with self.http.get(f"{self.url}/api/v1/ssh/public-key") as r:
+            assert r.status == 200
+            body = await r.json()
+        return str(body["public_key"])
+
+    async def pi(self, hostname: str, **kw: Any) -> fakepi.FakePi:
+        pi = self.fleet.add(hostname, await self.public_key(), **kw)
+        await self.node(hostname, pi.ip)
+        return pi
+
+    async def node(self, node_id: str, ip: str) -> None:
+        await self.redis.hset(self.keys.node(node_id), mapping={
+            "status": "discovered", "ip_address": ip, "hostname": node_id, "source": "test"})
+        await self.redis.sadd(self.keys.nodes, node_id)
+
+    async def call(self, method: str, path: str, body: Any = None, status: int | None = None
+                   ) -> Any:
+        async with self.http.request(method, f"{self.url}{path}", json=body) as r:
+            data = await r.json() if r.content_type == "application/json" else None
+            if status is not None:
+                assert r.status == status, (r.status, data)
+            return data
+
+    async def finished(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        async def done() -> dict[str, Any] | None:
+            job = await self.call("GET", f"/api/v1/jobs/{job_id}", status=200)
+            return job if job["status"] in ("succeeded", "failed", "interrupted") else None
+        return await wait_until(done, timeout, interval=0.1, what=f"job {job_id} to finish")
+
+    async def events(self) -> list[events.Event]:
+        entries = await self.redis.xrange(self.keys.events)
+        return [events.decode(f[EVENT_FIELD], i.decode()) for i, f in entries]
+
+
+@pytest.fixture
+async def harness(redis_url: str, tmp_path: Path, fleet: fakepi.Fleet
+                  ) -> AsyncIterator[Harness]:
+    from controller.app import create_app
+    from controller.settings import ControllerSettings
+
+    # The "online" install script, served where only the fake Pis can fetch it.
+    files = web.Application()
+    files.router.add_static("/", fleet.bundle)
+    file_runner = web.AppRunner(files)
+    await file_runner.setup()
+    file_port = free_port()
+    await web.TCPSite(file_runner, fleet.gateway, file_port).start()
+
+    port = free_port()
+    settings = ControllerSettings(
+        redis_url=redis_url, port=port, admin_token=ADMIN_TOKEN, state_dir=str(tmp_path / "st"),
+        provision_arch=["aarch64", "armv7l", "x86_64"], lease_ttl=1.5,
+        k3s_install_url=f"http://{fleet.gateway}:{file_port}/install.sh",
+        k3s_bundle_dir=str(fleet.bundle), ssh_connect_timeout=3.0, reboot_timeout=20.0,
+        k3s_ready_timeout=10.0, agent_install_command=FAKE_AGENT,
+        agent_redis_url="redis://:agent-secret-pw@10.0.0.1:6379/0")
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    client = aioredis.Redis.from_url(redis_url)
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
+        yield Harness(f"http://127.0.0.1:{port}", app, fleet, http, client)
+    await client.aclose()
+    await runner.cleanup()
+    await file_runner.cleanup()
+
+
+def step(job: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in job["steps"] if s["name"] == name)
+
+
+def installs(pi: fakepi.FakePi) -> list[str]:
+    return [c for c in pi.read("var/lib/rancher/install.log").split("--\n") if c.strip()]
+
+
+async def test_one_server_two_agents_in_parallel_then_remove_one(harness: Harness) -> None:
+    h = harness
+    server = await h.pi("pi-server")
+    agent1 = await h.pi("pi-agent-1")
+    agent2 = await h.pi("pi-agent-2")
+
+    created = await h.call("POST", "/api/v1/clusters", {
+        "name": "home", "servers": ["pi-server"], "agents": ["pi-agent-1", "pi-agent-2"],
+        "version": VERSION, "disable": ["traefik"], "tls_sans": ["k3s.home.lan"]}, status=201)
+    cluster_id = created["cluster"]["id"]
+    jobs = {j["node_id"]: await h.finished(j["id"]) for j in created["jobs"]}
+    for node, job in jobs.items():
+        assert job["status"] == "succeeded", (node, job["error"], job["steps"])
+        assert [s["status"] for s in job["steps"]] == \
+            ["done", "done", "skipped", "done", "done", "done", "done"], node
+
+    # In parallel: both agents were past preflight before the server finished installing.
+    server_installed = step(jobs["pi-server"], "install_k3s")["finished_at"]
+    for agent in ("pi-agent-1", "pi-agent-2"):
+        assert step(jobs[agent], "preflight")["finished_at"] < server_installed
+
+    # The first server runs embedded etcd; the agents joined it with the token it holds.
+    (first,) = installs(server)
+    assert "args=server --cluster-init --tls-san=k3s.home.lan --disable=traefik" in first
+    assert f"INSTALL_K3S_VERSION={VERSION}" in first and "K3S_URL" not in first
+    token = server.read("var/lib/rancher/k3s/server/node-token").strip()
+    assert token.startswith("K10")
+    for agent in (agent1, agent2):
+        (call,) = installs(agent)
+        assert "args=agent --node-name=" in call
+        assert f"K3S_URL=https://{server.ip}:6443" in call
+        assert "K3S_TOKEN_FILE=/etc/rancher/k3s/join-token" in call and "uid=0" in call
+        assert "pi-agent" in agent.read("../systemctl.log")
+        assert "PIC_NODE_ID=" in agent.read("etc/pi-agent/agent.env")
+        assert agent.read("etc/systemd/system/pi-agent.service").startswith("[Unit]")
+
+    cluster = await h.call("GET", f"/api/v1/clusters/{cluster_id}", status=200)
+    assert cluster["status"] == "ready"
+    assert {(m["node_id"], m["role"], m["state"]) for m in cluster["members"]} == {
+        ("pi-server", "server", "joined"), ("pi-agent-1", "agent", "joined"),
+        ("pi-agent-2", "agent", "joined")}
+    pins = await h.call("GET", "/api/v1/ssh/host-keys", status=200)
+    assert {p["host"] for p in pins["items"]} == {server.ip, agent1.ip, agent2.ip}
+
+    # Remove an agent: drained and deleted on the server, uninstalled on the node.
+    removal = await h.call("DELETE", f"/api/v1/clusters/{cluster_id}/nodes/pi-agent-2",
+                           status=202)
+    removed = await h.finished(removal["id"])
+    assert removed["status"] == "succeeded", removed
+    kubectl = server.read("var/lib/rancher/kubectl.log")
+    assert "drain pi-agent-2" in kubectl and "delete node pi-agent-2" in kubectl
+    assert "uninstall k3s-agent" in agent2.read("var/lib/rancher/install.log")
+    assert not agent2.read("usr/local/bin/k3s")
+    cluster = await h.call("GET", f"/api/v1/clusters/{cluster_id}", status=200)
+    assert {m["node_id"] for m in cluster["members"]} == {"pi-server", "pi-agent-1"}
+
+    stream = await h.events()
+    added = [e for e in stream if e.type == events.CLUSTER_NODE_ADDED]
+    assert sorted(e.data["node_id"] for e in added) == ["pi-agent-1", "pi-agent-2", "pi-server"]
+    assert all(e.cluster_id == cluster_id and e.data["ip_address"] for e in added)
+    gone = [e for e in stream if e.type == events.CLUSTER_NODE_REMOVED]
+    assert [e.data["node_id"] for e in gone] == ["pi-agent-2"]
+    statuses = [e.data["status"] for e in stream if e.type == events.NODE_STATUS_CHANGED
+                and e.node_id == "pi-agent-1"]
+    assert statuses == ["provisioning", "ready"]
+    assert any(e.type == events.JOB_PROGRESS for e in stream)
+
+    # Secrets: the token, the Redis password and the private key appear nowhere we show.
+    key_text = (Path(h.app[appkeys.SETTINGS].state_dir) / "id_ed25519").read_text()
+    key_body = key_text.splitlines()[1]
+    shown = b"".join(msgspec.json.encode(e) for e in stream).decode()
+    for job in [*jobs.values(), removed]:
+        shown += msgspec.json.encode(await h.call("GET", f"/api/v1/jobs/{job['id']}")).decode()
+    shown += msgspec.json.encode(await h.call("GET", "/api/v1/ssh/public-key")).decode()
+    shown += str(await h.redis.hgetall(h.keys.cluster(cluster_id)))
+    short = token.split("::", 1)[1]
+    for secret in (token, short, "agent-secret-pw", key_body):
+        assert secret not in shown
