@@ -15,16 +15,19 @@ from common import redis_client
 from common.keys import Keys
 from common.tasks import TaskOwner
 from controller import appkeys, auth, ws
-from controller.duties import duties_ctx
+from controller.api import clusters as clusters_api
 from controller.api import errors
 from controller.api import events as events_api
 from controller.api import gpio as gpio_api
 from controller.api import health as health_api
+from controller.api import jobs as jobs_api
 from controller.api import nodes as nodes_api
 from controller.api import tokens as tokens_api
+from controller.duties import duties_ctx
 from controller.feed import Feed
 from controller.gpio_service import GpioService
 from controller.hub import Hub
+from controller.provision import app as provision_app
 from controller.settings import ControllerSettings
 from controller.state import Store
 
@@ -51,8 +54,10 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[appkeys.TOKENS] = auth.TokenStore(redis, keys, settings.session_ttl)
     app[appkeys.GPIO] = GpioService(store)
     app.cleanup_ctx.extend([redis_ctx, bootstrap_ctx, feed_ctx, duties_ctx])
+    provision_app.setup(app)
     app.on_shutdown.append(close_sockets)
-    for module in (health_api, tokens_api, nodes_api, gpio_api, events_api):
+    for module in (health_api, tokens_api, nodes_api, gpio_api, events_api, clusters_api,
+                   jobs_api):
         app.add_routes(module.routes)
     app.router.add_get("/ws", ws.handle)
     add_ui(app)
