@@ -6,6 +6,8 @@ hold the same pin even when two requests (or two replicas) race.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from typing import Any
 
 import msgspec
@@ -13,12 +15,13 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from common import events, gpio
-from common.errors import ConflictError, NotFoundError, TemporaryError, ValidationError
+from common.errors import ConflictError, NotFoundError, ValidationError
 from common.keys import COMMAND_FIELD
 from controller.state import Store
 
 COMMAND_STREAM_MAXLEN = 10_000
-WATCH_RETRIES = 5
+WATCH_RETRIES = 20
+"""Optimistic attempts before a write gives up with 409 (many writers on one resource)."""
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -73,20 +76,25 @@ class GpioService:
         redis = self._store.redis
         if not await redis.sismember(self._keys.nodes, spec.node_name):
             raise ValidationError("spec.nodeName", f"unknown node {spec.node_name!r}")
-        for _ in range(WATCH_RETRIES):
+        for attempt in range(WATCH_RETRIES):
             async with redis.pipeline(transaction=True) as pipe:
                 claims_key = self._keys.gpio_claims(spec.node_name)
-                await pipe.watch(self._keys.gpio(name), claims_key)
+                await pipe.watch(self._keys.gpio(name))
                 stored = await pipe.hget(self._keys.gpio(name), "resource")
                 previous = gpio.decode_pin(stored) if stored else None
                 if create and previous is not None:
                     raise ConflictError("metadata.name", f"GPIOPin {name!r} exists already")
                 if not create and previous is None:
                     raise NotFoundError("GPIOPin", name)
-                holder = await pipe.hget(claims_key, str(spec.pin))
-                if holder is not None and holder.decode() != name:
-                    raise ConflictError("spec.pin", f"BCM {spec.pin} on {spec.node_name} is "
-                                        f"already claimed by {holder.decode()!r}")
+                if previous is None or (previous.spec.node_name, previous.spec.pin) != (
+                        spec.node_name, spec.pin):
+                    # Only a new claim needs the node's claims under WATCH: watching them on
+                    # every change would make changes to different pins of one node collide.
+                    await pipe.watch(claims_key)
+                    holder = await pipe.hget(claims_key, str(spec.pin))
+                    if holder is not None and holder.decode() != name:
+                        raise ConflictError("spec.pin", f"BCM {spec.pin} on {spec.node_name} "
+                                            f"is already claimed by {holder.decode()!r}")
                 pin.metadata.generation = (previous.metadata.generation if previous else 0) + 1
                 pin.metadata.creationTimestamp = (
                     previous.metadata.creationTimestamp if previous else events.now_iso())
@@ -109,11 +117,13 @@ class GpioService:
                 try:
                     await pipe.execute()
                 except WatchError:
+                    await _backoff(attempt)
                     continue
             stored_pin = await self._store.gpio_pin(name)
             assert stored_pin is not None
             return stored_pin
-        raise TemporaryError(f"GPIOPin {name!r} kept changing underneath; retry")
+        raise ConflictError("metadata.name", f"GPIOPin {name!r} is being changed by "
+                            "others at the same time; retry")
 
     def _release_claim(self, pipe: Pipeline, previous: gpio.GpioPin,
                        keep: gpio.GpioPin | None) -> None:
@@ -132,7 +142,7 @@ class GpioService:
 
     async def delete(self, name: str, actor: str, request_id: str) -> None:
         redis = self._store.redis
-        for _ in range(WATCH_RETRIES):
+        for attempt in range(WATCH_RETRIES):
             async with redis.pipeline(transaction=True) as pipe:
                 await pipe.watch(self._keys.gpio(name))
                 stored = await pipe.hget(self._keys.gpio(name), "resource")
@@ -150,8 +160,15 @@ class GpioService:
                     await pipe.execute()
                     return
                 except WatchError:
+                    await _backoff(attempt)
                     continue
-        raise TemporaryError(f"GPIOPin {name!r} kept changing underneath; retry")
+        raise ConflictError("metadata.name", f"GPIOPin {name!r} is being changed by "
+                            "others at the same time; retry")
+
+
+async def _backoff(attempt: int) -> None:
+    # Jitter spreads writers that collided, so the next attempt does not collide again.
+    await asyncio.sleep(random.uniform(0, 0.002) * (attempt + 1))
 
 
 def _without_status(body: Any) -> Any:

@@ -84,7 +84,7 @@ class PinManager:
                 return False
             assert spec.pin is not None
             try:
-                level, duty = await self._drive(spec, current)
+                level, duty = await self._drive(spec, current, reconfigure=force)
             except BackendError as err:
                 self._report_error(resource, spec, generation, str(err), actor, request_id, ack)
                 return False
@@ -94,12 +94,20 @@ class PinManager:
             self._report(resource, owned, reason=reason, ack=ack)
             return True
 
-    async def _drive(self, spec: GpioSpec, current: Owned | None) -> tuple[int, float | None]:
-        """Put the pin in its mode and state; returns (physical level, PWM duty)."""
+    async def _drive(self, spec: GpioSpec, current: Owned | None, *,
+                     reconfigure: bool = False) -> tuple[int, float | None]:
+        """Put the pin in its mode and state; returns (physical level, PWM duty).
+
+        The mode is set only when it changes (or on ``reconfigure``): a state change is
+        then one hardware call, not two.
+        """
         assert spec.pin is not None
         if current is not None and (current.spec.pin != spec.pin or (
                 current.spec.mode == "input" and spec.mode != "input")):
             await self._forget(current)
+        same_setup = current is not None and not reconfigure and (
+            current.spec.pin, current.spec.mode, current.spec.pull) == (
+            spec.pin, spec.mode, spec.pull)
         if spec.mode == "input":
             # Watch before setting the pull: pigpio's client tracks levels from the reports
             # it gets, so a level change it was not told about (the pull) would make it
@@ -107,7 +115,8 @@ class PinManager:
             await self.backend.watch(spec.pin, spec.debounce_ms, self._on_edge)
             await self.backend.set_mode(spec.pin, spec.mode, spec.pull)
             return await self.backend.read(spec.pin), None
-        await self.backend.set_mode(spec.pin, spec.mode, spec.pull)
+        if not same_setup:
+            await self.backend.set_mode(spec.pin, spec.mode, spec.pull)
         if spec.mode == "pwm":
             duty = spec.pwm_duty or 0.0
             await self.backend.set_pwm(spec.pin, duty, spec.pwm_frequency)

@@ -112,11 +112,15 @@ class FakePigpiod:
             self._server.close()
         for writer in list(self._connections):
             writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                await task
+        # Closed sockets end the handlers (their reads see EOF); cancelling them instead
+        # makes asyncio's stream machinery log the cancellation.
+        if self._tasks:
+            _, stuck = await asyncio.wait(set(self._tasks), timeout=5)
+            for task in stuck:
+                task.cancel()
+            for task in stuck:
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await task
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
