@@ -88,7 +88,8 @@ class Transport(Protocol):
 
 
 class Client:
-    __slots__ = ("_abort", "backlog", "buffered", "buffering", "closed", "dropped",
+    __slots__ = ("_abort", "backlog", "backlog_bytes", "buffered", "buffering", "closed",
+                 "dropped",
                  "hub", "last_id", "name", "slow", "subscription", "transport")
 
     def __init__(self, hub: Hub, transport: Transport, subscription: Subscription,
@@ -101,6 +102,7 @@ class Client:
         self.buffered: list[Outgoing] = []
         self.slow = False
         self.backlog: dict[str, Outgoing] = {}
+        self.backlog_bytes = 0
         self.dropped = 0
         self.closed = False
         self.last_id: str | None = None
@@ -134,11 +136,14 @@ class Client:
             self.hub.slow_clients.add(self)
         for item in items:
             key = item.coalesce_key
-            if key in self.backlog:
+            replaced = self.backlog.get(key)
+            if replaced is not None:
                 self.dropped += 1
+                self.backlog_bytes -= len(replaced.frame)
             self.backlog[key] = item
-        if (len(self.backlog) > self.hub.max_backlog
-                or self.transport.get_write_buffer_size() > self.hub.hard_limit):
+            self.backlog_bytes += len(item.frame)
+        if (len(self.backlog) > self.hub.max_backlog or self.backlog_bytes
+                + self.transport.get_write_buffer_size() > self.hub.hard_limit):
             self.kick(CLOSE_SLOW, f"slow consumer; resume with since={self.last_id or ''}")
 
     def flush_backlog(self) -> None:
@@ -147,6 +152,7 @@ class Client:
             return
         items = list(self.backlog.values())
         self.backlog.clear()
+        self.backlog_bytes = 0
         if self.dropped:
             self.send(_json.encode({
                 "type": "ws.coalesced", "dropped": self.dropped,

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import WSMsgType, web
+from redis.exceptions import ResponseError
 
 from common import events
 from common.errors import ForbiddenError, ValidationError
@@ -261,33 +262,33 @@ class StreamInfo(msgspec.Struct):
     last_id: str
     max_deleted: str
     first_id: str | None
+    trimmed: bool
+    """Whether entries were ever cut from the front (XTRIM / MAXLEN / MINID)."""
 
     def resync_needed(self, since: str) -> bool:
         wanted = id_key(since)
         if wanted > id_key(self.last_id):
             return True  # an id from the future: the stream was reset
-        return wanted < id_key(self.max_deleted)
+        if wanted < id_key(self.max_deleted):
+            return True  # XDEL removed something after it
+        # Trimming removes the oldest entries: anything before the first kept one may be gone.
+        return self.trimmed and self.first_id is not None and wanted < id_key(self.first_id)
 
 
 async def stream_info(redis: Any, key: str) -> StreamInfo:
     try:
         info = await redis.xinfo_stream(key)
-    except Exception:  # noqa: BLE001 - no stream yet: nothing was ever trimmed
-        return StreamInfo(last_id="0-0", max_deleted="0-0", first_id=None)
+    except ResponseError:  # no stream yet: nothing was ever trimmed
+        return StreamInfo(last_id="0-0", max_deleted="0-0", first_id=None, trimmed=False)
 
     def text(value: object) -> str:
         return value.decode() if isinstance(value, bytes) else str(value)
 
     first = info.get("first-entry")
-    max_deleted = info.get("max-deleted-entry-id")
     first_id = text(first[0]) if first else None
-    if max_deleted is None:
-        # Redis < 7: anything before the first kept entry may have been trimmed.
-        max_deleted_id = "0-0"
-        if first_id is not None:
-            ms, seq = id_key(first_id)
-            max_deleted_id = f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**63}"
-    else:
-        max_deleted_id = text(max_deleted)
+    added = info.get("entries-added")
+    # Redis < 7 does not count additions: assume the worst, it may have been trimmed.
+    trimmed = True if added is None else int(added) > int(info.get("length", 0))
     return StreamInfo(last_id=text(info.get("last-generated-id", "0-0")),
-                      max_deleted=max_deleted_id, first_id=first_id)
+                      max_deleted=text(info.get("max-deleted-entry-id", "0-0")),
+                      first_id=first_id, trimmed=trimmed)
