@@ -87,8 +87,8 @@ async def test_agents_and_stock_pis_are_discovered_once_across_restart(
         agent_node = await get(http, f"{base}/api/v1/nodes/pi-a")
         assert agent_node["status"] == "ready"
         assert agent_node["ip_address"] == ip_a
-        first = [e for e in await lab.stream(redis.url)
-                 if e.type == events.NODE_DISCOVERED and e.node_id == "raspberrypi"][0]
+        first = next(e for e in await lab.stream(redis.url)
+                 if e.type == events.NODE_DISCOVERED and e.node_id == "raspberrypi")
         assert first.data["ip_address"] == ip_stock
         assert first.data["hostname"] == "raspberrypi"
         assert first.data["source"].startswith("mdns:")
