@@ -71,7 +71,9 @@ async def connect(target: Target, key: ControllerKey, pins: HostKeys, *, timeout
             f"{where} refused {how}: add the controller's public key "
             "(GET /api/v1/ssh/public-key) to ~/.ssh/authorized_keys of that user, or install "
             "it once with the password (POST /api/v1/nodes/{id}/ssh-key)", str(err)) from err
-    except (OSError, TimeoutError, asyncssh.Error) as err:
+    except TimeoutError as err:
+        raise StepFailed(f"cannot reach {where}: no answer within {timeout:.0f}s") from err
+    except (OSError, asyncssh.Error) as err:
         reason = str(err) or type(err).__name__
         raise StepFailed(f"cannot reach {where}: {reason}", reason) from err
     if pin is None:

@@ -209,3 +209,110 @@ async def test_one_server_two_agents_in_parallel_then_remove_one(harness: Harnes
     short = token.split("::", 1)[1]
     for secret in (token, short, "agent-secret-pw", key_body):
         assert secret not in shown
+
+
+async def test_changed_host_key_is_refused(harness: Harness) -> None:
+    h = harness
+    pi = await h.pi("pi-solo")
+    created = await h.call("POST", "/api/v1/clusters", {"name": "solo", "servers": ["pi-solo"]},
+                           status=201)
+    first = await h.finished(created["jobs"][0]["id"])
+    assert first["status"] == "succeeded", first
+    (pin,) = (await h.call("GET", "/api/v1/ssh/host-keys", status=200))["items"]
+    assert pin["host"] == pi.ip and pin["fingerprint"].startswith("SHA256:")
+
+    pi.new_host_key()  # as if the Pi had been reinstalled, or someone sits in between
+    pi.restart_sshd()
+    rerun = await h.call("POST", "/api/v1/nodes/pi-solo/provision", status=202)
+    assert rerun["id"] != first["id"]
+    job = await h.finished(rerun["id"])
+    assert job["status"] == "failed" and job["failed_step"] == "connect"
+    assert "is not the one pinned" in job["error"] and pin["fingerprint"] in job["error"]
+    assert "refusing to connect" in job["error"]
+    assert len(installs(pi)) == 1  # nothing ran on the impostor
+    node = await h.redis.hget(h.keys.node("pi-solo"), "status")
+    assert node == b"failed"
+
+    # The admin removes the pin after checking the new key; the re-run then succeeds.
+    await h.call("DELETE", f"/api/v1/ssh/host-keys/{pi.ip}:22", status=204)
+    retry = await h.call("POST", "/api/v1/nodes/pi-solo/provision", status=202)
+    assert retry["id"] == rerun["id"]  # the failed job resumes
+    assert (await h.finished(retry["id"]))["status"] == "succeeded"
+
+
+async def test_unreachable_and_non_pi_nodes_fail_while_the_others_succeed(
+        harness: Harness) -> None:
+    h = harness
+    await h.pi("pi-s")
+    await h.pi("pi-a")
+    await h.pi("nuc", model="Intel NUC7i5BNH")
+    await h.node("ghost", h.fleet.unused_ip())
+    created = await h.call("POST", "/api/v1/clusters", {
+        "name": "mixed", "servers": ["pi-s"], "agents": ["pi-a", "nuc", "ghost"],
+        "channel": "stable"}, status=201)
+    jobs = {j["node_id"]: await h.finished(j["id"]) for j in created["jobs"]}
+    assert jobs["pi-s"]["status"] == "succeeded"
+    assert jobs["pi-a"]["status"] == "succeeded"
+    assert jobs["ghost"]["status"] == "failed" and jobs["ghost"]["failed_step"] == "connect"
+    assert f"cannot reach pi@{h.fleet.unused_ip()}:22: no answer within 3s" in \
+        jobs["ghost"]["error"]
+    assert jobs["nuc"]["failed_step"] == "preflight"
+    assert "not a Raspberry Pi (model 'Intel NUC7i5BNH')" in jobs["nuc"]["error"]
+    assert "FAIL  not a Raspberry Pi" in step(jobs["nuc"], "preflight")["output"]
+
+    logs = [e for e in await h.events() if e.type == events.SYSTEM_LOG_CREATED
+            and e.data["level"] == "error"]
+    assert {e.node_id for e in logs} == {"ghost", "nuc"}
+    assert any("at step connect" in e.data["message"] for e in logs if e.node_id == "ghost")
+    assert any("at step preflight" in e.data["message"] for e in logs if e.node_id == "nuc")
+    cluster = await h.call("GET", f"/api/v1/clusters/{created['cluster']['id']}", status=200)
+    states = {m["node_id"]: m["state"] for m in cluster["members"]}
+    assert states == {"pi-s": "joined", "pi-a": "joined", "nuc": "failed", "ghost": "failed"}
+
+
+async def test_cgroup_fix_reboots_and_waits_air_gapped(harness: Harness) -> None:
+    h = harness
+    h.app[appkeys.SETTINGS].__dict__["k3s_install_source"] = "bundle"
+    pi = await h.pi("pi-old", cgroups=False)
+    assert "cgroup_enable=memory" not in pi.read("boot/firmware/cmdline.txt")
+    created = await h.call("POST", "/api/v1/clusters", {"name": "air", "servers": ["pi-old"],
+                                                       "version": VERSION}, status=201)
+    job = await h.finished(created["jobs"][0]["id"])
+    assert job["status"] == "succeeded", job
+    cg = step(job, "cgroups")
+    assert cg["status"] == "done" and "rebooted, back after" in cg["message"]
+    assert pi.boots == 2
+    cmdline = pi.read("boot/firmware/cmdline.txt")
+    assert cmdline.strip().endswith("rootwait cgroup_memory=1 cgroup_enable=memory")
+    assert pi.read("boot/firmware/cmdline.txt.pi-controller.bak").strip().endswith("rootwait")
+    # Air-gapped: script and binary came over SFTP; the Pi downloaded nothing.
+    (call,) = installs(pi)
+    assert "INSTALL_K3S_SKIP_DOWNLOAD=true" in call
+    assert (pi.fs / "home/pi/.pi-controller/k3s/install.sh").exists()
+    assert "sftp put install.sh" in step(job, "install_k3s")["output"]
+
+
+async def test_failed_job_resumes_where_it_failed(harness: Harness) -> None:
+    h = harness
+    pi = await h.pi("pi-r")
+    created = await h.call("POST", "/api/v1/clusters", {
+        "name": "resume", "servers": ["pi-r"], "version": "v1.99.0+k3s1"}, status=201)
+    cluster_id = created["cluster"]["id"]
+    failed = await h.finished(created["jobs"][0]["id"])
+    assert failed["status"] == "failed" and failed["failed_step"] == "install_k3s"
+    assert "no K3s release v1.99.0+k3s1" in failed["error"]
+    (log,) = [e for e in await h.events() if e.type == events.SYSTEM_LOG_CREATED
+              and e.data["level"] == "error"]
+    assert "at step install_k3s" in log.data["message"]
+    assert "v1.99.0+k3s1" in log.data["message"]
+    preflight_at = step(failed, "preflight")["started_at"]
+
+    await h.call("PUT", f"/api/v1/clusters/{cluster_id}", {"version": VERSION}, status=200)
+    again = await h.call("POST", "/api/v1/nodes/pi-r/provision", status=202)
+    assert again["id"] == failed["id"]
+    done = await h.finished(again["id"])
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2
+    assert step(done, "preflight")["started_at"] == preflight_at  # not run again
+    calls = installs(pi)
+    assert len(calls) == 2 and f"INSTALL_K3S_VERSION={VERSION}" in calls[1]
