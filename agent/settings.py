@@ -10,7 +10,7 @@ from common.settings import LoggingSettings, RedisSettings, setting
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AgentSettings(RedisSettings, LoggingSettings):
     node_id: str = setting("", "this node's id; defaults to the hostname")
-    gpio: str = setting("sim", "GPIO backend: sim, pigpio or rgpio")
+    gpio: str = setting("sim", "GPIO backend: sim, pigpio or rgpio", env="PIC_GPIO_BACKEND")
     pigpio_host: str = setting("127.0.0.1", "pigpiod host; keep pigpiod on localhost, it has "
                                "no authentication")
     pigpio_port: int = setting(8888, "pigpiod port")

@@ -25,14 +25,16 @@ ENV_PREFIX = "PIC_"
 T = TypeVar("T")
 
 
-def setting(default: Any, help: str, *, secret: bool = False, flag: bool = True) -> Any:
-    """Declare a settings field with its help text (units and why the default)."""
+def setting(default: Any, help: str, *, secret: bool = False, flag: bool = True,
+            env: str | None = None) -> Any:
+    """Declare a settings field with its help text (units and why the default).
+
+    ``env`` names the variable when it is not simply ``PIC_`` + the field's name.
+    """
+    metadata = {"help": help, "secret": secret, "flag": flag, "env": env}
     if isinstance(default, list | dict):
-        return dataclasses.field(
-            default_factory=lambda: type(default)(default),
-            metadata={"help": help, "secret": secret, "flag": flag},
-        )
-    metadata = {"help": help, "secret": secret, "flag": flag}
+        return dataclasses.field(default_factory=lambda: type(default)(default),
+                                 metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -54,6 +56,11 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+def env_var(field: dataclasses.Field[Any]) -> str:
+    """The environment variable that sets this settings field."""
+    return str(field.metadata.get("env") or env_name(field.name))
+
+
 def flag_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
@@ -68,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
     for f in dataclasses.fields(cls):
         if not f.metadata.get("flag", True):
             continue
-        help_text = f"{f.metadata.get('help', '')} (env {env_name(f.name)})"
+        help_text = f"{f.metadata.get('help', '')} (env {env_var(f)})"
         if _is_bool(hints[f.name]):
             parser.add_argument(flag_name(f.name), dest=f.name, default=None,
                                 action=argparse.BooleanOptionalAction, help=help_text)
@@ -95,8 +102,8 @@ def load(cls: type[T], args: argparse.Namespace | None = None,
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         given = getattr(args, f.name, None) if args is not None else None
-        if given is None and env_name(f.name) in env:
-            given = env[env_name(f.name)]
+        if given is None and env_var(f) in env:
+            given = env[env_var(f)]
         if given is None:
             continue
         if isinstance(given, str):
@@ -104,7 +111,7 @@ def load(cls: type[T], args: argparse.Namespace | None = None,
         try:
             values[f.name] = msgspec.convert(given, hints[f.name], strict=False)
         except msgspec.ValidationError as err:
-            raise ValidationError(f"{flag_name(f.name)} / {env_name(f.name)}", str(err)) from err
+            raise ValidationError(f"{flag_name(f.name)} / {env_var(f)}", str(err)) from err
     return cls(**values)
 
 

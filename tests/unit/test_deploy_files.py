@@ -13,11 +13,11 @@ from pathlib import Path
 import yaml
 
 from agent.settings import AgentSettings
-from common.settings import env_name
+from common.settings import env_var
 from controller.settings import ControllerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-KNOWN = {env_name(f.name) for cls in (AgentSettings, ControllerSettings)
+KNOWN = {env_var(f) for cls in (AgentSettings, ControllerSettings)
          for f in dataclasses.fields(cls)}
 
 
@@ -36,7 +36,7 @@ def test_compose_file_is_valid_and_complete() -> None:
             assert (ROOT / build["context"] / build["dockerfile"]).is_file()
     for name in ("agent-1", "agent-2"):
         assert services[name]["command"] == ["pi-agent"]
-        assert services[name]["environment"]["PIC_GPIO"] == "sim"
+        assert services[name]["environment"]["PIC_GPIO_BACKEND"] == "sim"
 
 
 def test_systemd_unit() -> None:
