@@ -74,6 +74,11 @@ class Env:
             extra=["--heartbeat-interval", "0.5", "--missed-heartbeats", "2"]).start()
         return self.controller
 
+    async def status(self, method: str, path: str) -> int:
+        async with aiohttp.ClientSession(headers=AUTH) as http, http.request(
+                method, f"{self.url}/api/v1{path}") as response:
+            return response.status
+
     async def api(self, method: str, path: str, body: Any = None) -> Any:
         async with aiohttp.ClientSession(headers=AUTH) as http, http.request(
                 method, f"{self.url}/api/v1{path}", json=body) as response:
@@ -136,6 +141,7 @@ class Browsers:
             if route:
                 await goto(page, route)
             await expect(page.locator(ready).first).to_be_visible()
+            await page.evaluate("document.getElementById('notices')?.replaceChildren()")
             await page.screenshot(path=SCREENSHOTS / f"{name}-{kind}.png", animations="disabled",
                                   caret="hide")
 
@@ -322,12 +328,28 @@ async def test_node_page_charts_health_and_lists_pins(env: Env, browsers: Browse
     await browsers.shoot("node", "#/nodes/pi-ui-1", "#charts svg.spark")
 
 
-async def test_clusters_page(env: Env, browsers: Browsers) -> None:
+async def test_clusters_create_from_nodes_and_show_a_failed_job(env: Env, browsers: Browsers
+                                                                ) -> None:
     page = browsers.desktop
     await goto(page, "#/clusters")
     await expect(page.locator("h1")).to_have_text("Clusters")
     await expect(page.locator("#clusters")).to_be_visible()
-    await browsers.shoot("clusters", "#/clusters", "#clusters")
+    if await env.status("GET", "/clusters") == 404:
+        await expect(page.locator("#clusters")).to_contain_text("does not offer cluster")
+        await browsers.shoot("clusters", "#/clusters", "#clusters")
+        return
+    await page.fill("#cluster-name", "ui-lab")
+    await page.select_option("#cluster-picks select[data-node='pi-ui-1']", "server")
+    await page.click("#cluster-create button[type=submit]")
+    card = page.locator("#clusters section[data-cluster]", has_text="ui-lab")
+    await expect(card.locator(".member[data-node='pi-ui-1']")).to_be_visible()
+    await expect(card.locator(".job .step[data-step='connect']")).to_be_visible()
+    # Nothing answers SSH on this node: the step fails, live, and the job says why.
+    job = card.locator(".job").first
+    await expect(job.locator(".step[data-step='connect']")).to_have_attribute(
+        "data-status", "failed")
+    await expect(job.locator(".job-error")).to_contain_text("Connection refused")
+    await browsers.shoot("clusters", "#/clusters", "#clusters .step[data-status=failed]")
 
 
 async def test_node_goes_offline_when_its_agent_stops(env: Env, browsers: Browsers) -> None:

@@ -179,6 +179,7 @@ class App {
           h('span', { class: 'user-name', title: 'signed in as' }, user.name),
           h('span', { class: `role role-${user.role}`, id: 'role', title: roleHelp(user.role) }, user.role),
           h('button', { class: 'ghost small', type: 'button', onclick: logout }, 'Log out'))),
+      h('div', { class: 'stale', id: 'stale', hidden: true, role: 'alert' }),
       h('div', { class: 'notices', id: 'notices' }),
       h('main', { id: 'view', tabindex: '-1' }));
     this.renderConn();
@@ -198,6 +199,16 @@ class App {
     el.dataset.mode = c.mode || '';
     el.title = c.detail || '';
     replace(el, h('span', { class: 'conn-dot', 'aria-hidden': 'true' }), h('span', { class: 'conn-text' }, text));
+    const stale = document.getElementById('stale');
+    const down = c.state === 'down';
+    if (down && !this.downSince) this.downSince = new Date();
+    if (c.state === 'live') this.downSince = null;
+    stale.hidden = !down;
+    document.body.classList.toggle('is-stale', down);
+    if (down) {
+      stale.textContent = `Connection to the controller lost at ${this.downSince.toLocaleTimeString()}: `
+        + 'what you see may be out of date. It reconnects and catches up by itself.';
+    }
   }
 
   renderNotices() {

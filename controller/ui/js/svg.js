@@ -28,9 +28,16 @@ export function sparkline(points, { label, unit = '', digits = 1, width = 240, h
   s('path', { d: area, class: 'spark-area' }),
   s('path', { d: line, class: 'spark-line' }),
   s('circle', { cx: x(t1), cy: y(latest), r: 2.5, class: 'spark-dot' }));
-  const range = h('div', { class: 'chart-range' }, `${lo.toFixed(digits)}–${hi.toFixed(digits)}${unit}`,
-    ` · ${new Date(t0).toLocaleTimeString()}–${new Date(t1).toLocaleTimeString()}`);
+  const range = h('div', { class: 'chart-range' }, `${lo.toFixed(digits)}–${hi.toFixed(digits)}${unit} · `,
+    `${values.length} samples over ${span(t1 - t0)}`);
   return h('figure', { class: 'chart', dataset: { metric: label } }, head, svg, range);
+}
+
+function span(ms) {
+  const s = Math.round(ms / 1000);
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  return `${Math.round(s / 3600)} h`;
 }
 
 // The Raspberry Pi 40-pin header (physical numbering); every other pin is a GPIO whose BCM
@@ -62,7 +69,7 @@ export function header(pins, { onSelect, selected } = {}) {
   const height = top + 20 * rowH + 8;
   const svg = s('svg', { viewBox: `0 0 ${width} ${height}`, class: 'header-svg', role: 'img',
     'aria-label': '40-pin GPIO header' });
-  svg.append(s('rect', { x: colX[0] - 14, y: top - 16, width: colX[1] - colX[0] + 28, height: 20 * rowH + 10, rx: 6, class: 'hdr-board' }));
+  svg.append(s('rect', { x: colX[0] - 12, y: top - 16, width: colX[1] - colX[0] + 24, height: 20 * rowH + 10, rx: 6, class: 'hdr-board' }));
   svg.append(s('text', { x: (colX[0] + colX[1]) / 2, y: top - 20, class: 'hdr-title', 'text-anchor': 'middle' }, 'pin 1 ▾'));
   for (let physical = 1; physical <= 40; physical += 1) {
     const row = Math.floor((physical - 1) / 2);
@@ -80,7 +87,7 @@ export function header(pins, { onSelect, selected } = {}) {
     g.append(shape);
     g.append(s('title', {}, res ? `${res.name}: BCM ${bcm}, pin ${physical}, ${res.mode}, ${res.state || '?'}`
       : bcm !== undefined ? `BCM ${bcm} (pin ${physical})` : `${POWER[physical] || 'GND'} (pin ${physical})`));
-    const textX = left ? cx - 14 : cx + 14;
+    const textX = left ? cx - 19 : cx + 19;
     const anchor = left ? 'end' : 'start';
     const label = res ? res.name : bcm !== undefined ? `GPIO${bcm}` : POWER[physical] || 'GND';
     g.append(s('text', { x: textX, y: cy + 4, 'text-anchor': anchor, class: res ? 'hdr-label hdr-label-used' : 'hdr-label' }, label));

@@ -6,12 +6,20 @@ const TYPES = ['node.discovered', 'node.status.changed', 'node.health.reported',
   'cluster.node.added', 'cluster.node.removed', 'job.step.changed', 'system.log.created'];
 const SHOWN = 300;
 
+const HEALTH_SHOWN = [['cpu_temp_c', 'temp', ' °C'], ['cpu_percent', 'cpu', ' %'], ['load_1', 'load', ''], ['memory_percent', 'mem', ' %'], ['disk_percent', 'disk', ' %']];
+
+function healthSummary(m) {
+  const parts = HEALTH_SHOWN.filter(([k]) => typeof m[k] === 'number').map(([k, label, unit]) => `${label} ${Math.round(m[k] * 10) / 10}${unit}`);
+  if (m.under_voltage || m.throttled) parts.push('throttled/under-voltage');
+  return parts.join(' · ') || 'report';
+}
+
 export function summary(e) {
   const d = e.data || {};
   switch (e.type) {
     case 'node.discovered': return `${d.node_id} at ${d.ip_address}${d.source ? ` (${d.source})` : ''}`;
     case 'node.status.changed': return `${d.node_id}: ${d.previous_status || '—'} → ${d.status}${d.reason ? ` (${d.reason})` : ''}`;
-    case 'node.health.reported': return `${d.node_id}: ${Object.entries(d.metrics || {}).filter(([, v]) => typeof v === 'number').slice(0, 4).map(([k, v]) => `${k}=${Math.round(v * 100) / 100}`).join(' ')}`;
+    case 'node.health.reported': return `${d.node_id}: ${healthSummary(d.metrics || {})}`;
     case 'gpio.state.changed': return `${d.resource} (BCM ${d.pin}) = ${d.state}${d.pwm_duty !== null && d.pwm_duty !== undefined ? ` ${d.pwm_duty} %` : ''}${d.actor ? ` by ${d.actor}` : ''}${d.reason ? ` (${d.reason})` : ''}`;
     case 'gpio.resource.changed': return `${d.resource} on ${d.node_id} ${d.action}${d.actor ? ` by ${d.actor}` : ''}`;
     case 'cluster.node.added': return `${d.node_id} joined ${d.cluster_id}${d.status ? ` (${d.status})` : ''}`;
@@ -65,21 +73,27 @@ export function mount(root, app) {
     }
   }
 
+  function heldCount() {
+    const cut = store.events.findIndex((e) => e.id === state.frozen);
+    return cut < 0 ? 0 : store.events.slice(cut + 1).filter(matches).length;
+  }
+
+  function renderPause() {
+    const held = state.paused && state.frozen ? heldCount() : 0;
+    pause.textContent = state.paused ? `Resume${held ? ` (${held} new)` : ''}` : 'Pause';
+    pause.setAttribute('aria-pressed', String(state.paused));
+  }
+
   function render() {
     renderNodes();
     let events = store.events;
-    let held = 0;
     if (state.paused && state.frozen) {
       const cut = events.findIndex((e) => e.id === state.frozen);
-      if (cut >= 0) {
-        held = events.slice(cut + 1).filter(matches).length;
-        events = events.slice(0, cut + 1);
-      }
+      if (cut >= 0) events = events.slice(0, cut + 1);
     }
     const shown = [];
     for (let i = events.length - 1; i >= 0 && shown.length < SHOWN; i -= 1) if (matches(events[i])) shown.push(events[i]);
-    pause.textContent = state.paused ? `Resume${held ? ` (${held} new)` : ''}` : 'Pause';
-    pause.setAttribute('aria-pressed', String(state.paused));
+    renderPause();
     list.classList.toggle('paused', state.paused);
     info.textContent = `${shown.length < SHOWN ? shown.length : `latest ${SHOWN}`} of ${store.events.length} events kept in this page${state.paused ? ' · paused' : ''}`;
     replace(list, shown.map((e) => {
@@ -97,6 +111,9 @@ export function mount(root, app) {
   render();
   return {
     title: 'Events',
-    update(topics) { if (topics.has('events') || topics.has('nodes')) render(); },
+    update(topics) {
+      if (state.paused && !topics.has('nodes')) renderPause();
+      else if (topics.has('events') || topics.has('nodes')) render();
+    },
   };
 }

@@ -87,7 +87,8 @@ export function mount(root, app, [nodeId]) {
         h('td', { 'data-label': 'Resource' }, h('a', { href: `#/gpio/${encodeURIComponent(nodeId)}?${encodeURIComponent(p.metadata.name)}` }, p.metadata.name)),
         h('td', { 'data-label': 'BCM', class: 'num' }, p.spec.pin),
         h('td', { 'data-label': 'Mode' }, p.spec.mode),
-        h('td', { 'data-label': 'State' }, h('span', { class: `level level-${p.status?.state || 'unknown'}` }, p.status?.state || '?'),
+        h('td', { 'data-label': 'State' }, h('span', { class: `level level-${p.status?.state || 'unknown'}` },
+          p.spec.mode === 'pwm' ? `${Math.round(p.status?.pwmDuty ?? p.spec.pwmDuty ?? 0)} %` : p.status?.state || '?'),
           store.isPending(p.metadata.name) ? h('span', { class: 'pending-tag' }, 'pending') : null)))))
       : empty('No GPIO resources on this node.'));
   }
