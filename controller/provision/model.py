@@ -26,6 +26,8 @@ SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
 INTERRUPTED: Final = "interrupted"
 ACTIVE: Final = (QUEUED, RUNNING)
+INTERRUPTIONS_LIMIT: Final = 3
+"""Controller restarts a running job may live through before it is marked interrupted."""
 FINISHED: Final = (SUCCEEDED, FAILED, INTERRUPTED)
 
 # Step statuses.

@@ -31,7 +31,8 @@ class Redactor:
             self._secrets.add(secret)
             # K3s accepts the short form (the part after "::") as the same token.
             if "::" in secret:
-                self._secrets.add(secret.split("::", 1)[1])
+                short = secret.split("::", 1)[1]
+                self._secrets.update({short, short.rsplit(":", 1)[-1]})
 
     def __call__(self, text: str) -> str:
         for secret in sorted(self._secrets, key=len, reverse=True):

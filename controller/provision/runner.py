@@ -28,7 +28,6 @@ from controller.state import Store
 
 logger = logging.getLogger(__name__)
 
-MAX_INTERRUPTIONS: Final = 3
 RESCAN: Final = 2.0
 """Seconds between scans of the job index, for jobs whose queue entry was lost."""
 
@@ -82,7 +81,7 @@ class Provisioner:
                 continue
             if job.status == model.RUNNING and adopting:
                 job.interruptions += 1
-                if job.interruptions > MAX_INTERRUPTIONS:
+                if job.interruptions > model.INTERRUPTIONS_LIMIT:
                     await self._interrupted(job)
                     continue
                 logger.info("resuming job %s (%s of %s), cut short by a controller restart",

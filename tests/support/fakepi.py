@@ -14,6 +14,7 @@ that joined (through a registry directory all nodes share).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -67,7 +68,8 @@ set -e
 REG={registry}
 LOG=/var/lib/rancher/install.log
 mkdir -p /var/lib/rancher/k3s/server /usr/local/bin /etc/rancher/k3s /etc/systemd/system
-{{ echo "args=$*"; env | grep -E '^(K3S|INSTALL_K3S)_' | sort; echo "uid=$(id -u)"; echo "--"; }} >> $LOG
+{{ echo "args=$*"; env | grep -E '^(K3S|INSTALL_K3S)_' | sort; echo "uid=$(id -u)"
+   echo "--"; }} >> $LOG
 case "${{INSTALL_K3S_VERSION:-}}" in
   ""|{versions}) ;;
   *) echo "[ERROR]  Download failed: no K3s release ${{INSTALL_K3S_VERSION}}" >&2; exit 1 ;;
@@ -77,13 +79,15 @@ name=$(hostname)
 for a in "$@"; do case "$a" in --node-name=*) name=${{a#--node-name=}} ;; esac; done
 if [ -n "${{K3S_URL:-}}" ]; then
   token=$(cat "$K3S_TOKEN_FILE")
-  [ "$token" = "$(cat $REG/token 2>/dev/null)" ] || {{ echo "[ERROR] token mismatch joining $K3S_URL" >&2; exit 1; }}
+  [ "$token" = "$(cat $REG/token 2>/dev/null)" ] || {{
+    echo "[ERROR] token mismatch joining $K3S_URL" >&2; exit 1; }}
 fi
 if [ "$role" = server ]; then
   if [ -z "${{K3S_URL:-}}" ]; then
+    ca=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \\n')
+    secret=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \\n')
     [ -s /var/lib/rancher/k3s/server/node-token ] || \\
-      echo "K10$(od -An -N24 -tx1 /dev/urandom | tr -d ' \\n')::server:$(od -An -N16 -tx1 /dev/urandom | tr -d ' \\n')" \\
-      > /var/lib/rancher/k3s/server/node-token
+      echo "K10$ca::server:$secret" > /var/lib/rancher/k3s/server/node-token
     cp /var/lib/rancher/k3s/server/node-token $REG/token
   else
     cp "$K3S_TOKEN_FILE" /var/lib/rancher/k3s/server/node-token
@@ -116,7 +120,8 @@ REG={registry}
 shift
 echo "kubectl $*" >> /var/lib/rancher/kubectl.log
 case "$1 $2" in
-  "get node") [ -e "$REG/nodes/$3" ] || {{ echo "Error from server (NotFound): nodes \\"$3\\" not found" >&2; exit 1; }}
+  "get node") [ -e "$REG/nodes/$3" ] || {{
+                echo "Error from server (NotFound): nodes \\"$3\\" not found" >&2; exit 1; }}
               printf True ;;
   "delete node") rm -f "$REG/nodes/$3"; echo "node \\"$3\\" deleted" ;;
   drain*) [ -e "$REG/nodes/$2" ] && echo "node/$2 drained" ;;
@@ -294,10 +299,8 @@ done
     def stop(self) -> None:
         pids = sh("ip", "netns", "pids", self.ns, check=False).stdout.split()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), 9)
-            except (ProcessLookupError, ValueError):
-                pass
         if self.proc is not None:
             try:
                 self.proc.wait(10)

@@ -7,7 +7,6 @@ what it was asked and creates the files K3s would. The controller runs in this p
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
