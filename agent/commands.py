@@ -105,7 +105,14 @@ class Reconciler:
         self._interval = interval
         self._wakeup = asyncio.Event()
         self._wakeup.set()
+        self._resync = False
         link.listen(lambda up: self._wakeup.set() if up else None)
+        manager.backend.on_reconnect(self.resync)
+
+    def resync(self) -> None:
+        """Re-apply every pin in full at the next pass (the backend lost its hardware)."""
+        self._resync = True
+        self._wakeup.set()
 
     async def run(self) -> None:
         while True:
@@ -140,13 +147,19 @@ class Reconciler:
 
     async def reconcile(self) -> None:
         declared = await self.declared()
+        resync, self._resync = self._resync, False
         for name in list(self._manager.owned):
             if name not in declared:
                 await self._manager.release(name)
         for name, item in declared.items():
             owned = self._manager.owned.get(name)
             spec, generation = item.pin.spec, item.pin.metadata.generation
-            if owned is None or owned.generation < generation:
+            if resync and owned is not None:
+                await self._manager.apply(name, spec, generation, actor=owned.actor,
+                                          request_id=owned.request_id,
+                                          reason="re-applied: GPIO backend reconnected",
+                                          force=True)
+            elif owned is None or owned.generation < generation:
                 # Carries who asked for this state, so the event names them even when the
                 # command itself is then skipped as already applied.
                 await self._manager.apply(name, spec, generation, actor=item.actor,

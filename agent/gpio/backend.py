@@ -35,3 +35,7 @@ class GpioBackend(Protocol):
     async def watch(self, pin: int, debounce_ms: int, callback: EdgeCallback) -> None: ...
 
     async def unwatch(self, pin: int) -> None: ...
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop) whenever the backend regains its hardware after
+        losing it, since the pins' modes, PWM and callbacks may have been lost with it."""

@@ -65,6 +65,8 @@ class PigpioBackend:
         self._watches: dict[int, _Watch] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._health: asyncio.Task[None] | None = None
+        self._reconnected: list[Callable[[], None]] = []
+        self._opening = False
 
     @property
     def address(self) -> str:
@@ -80,10 +82,13 @@ class PigpioBackend:
         """Connect if pigpiod is there; if not, say so and keep going (calls retry)."""
         self._loop = asyncio.get_running_loop()
         async with self._lock:
+            self._opening = True
             try:
                 await self._ensure()
             except BackendError as err:
                 logger.warning("%s", err)
+            finally:
+                self._opening = False
         self._health = asyncio.create_task(self._probe(), name="pigpiod health probe")
 
     async def close(self) -> None:
@@ -126,12 +131,19 @@ class PigpioBackend:
         for pin, watch in self._watches.items():
             watch.handle = None
             await self._in_thread(f"callback({pin})", self._arm(pin))
+        if not self._opening:
+            for callback in self._reconnected:
+                callback()
         return pi
 
-    def _drop(self) -> None:
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        self._reconnected.append(callback)
+
+    def _drop(self, reason: str) -> None:
         pi, self._pi = self._pi, None
         if pi is None:
             return
+        logger.warning("lost pigpiod at %s (%s); reconnecting", self.address, reason)
         for watch in self._watches.values():
             watch.handle = None
         _abandon(pi)
@@ -144,12 +156,12 @@ class PigpioBackend:
             reason = getattr(err, "value", err)  # pigpio.error's str() is a repr
             raise BackendError(f"pigpiod refused {what}: {reason}") from err
         except TimeoutError as err:
-            self._drop()
+            self._drop(f"{what} took over {self._timeout:g}s")
             raise BackendError(f"pigpiod at {self.address} did not answer {what} within "
                                f"{self._timeout:g}s") from err
         except (OSError, struct.error, AttributeError) as err:
             # A closed socket shows as a short read (struct.error) or a None socket.
-            self._drop()
+            self._drop(f"{what} failed: {type(err).__name__}")
             raise BackendError(f"lost the connection to pigpiod at {self.address} "
                                f"during {what}") from err
 

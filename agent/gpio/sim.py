@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Callable
 
 from agent.gpio.backend import BackendError, EdgeCallback
 from common.gpio import BCM_PINS, Mode, Pull
@@ -66,6 +67,9 @@ class SimBackend:
 
     async def unwatch(self, pin: int) -> None:
         self._watchers.pop(pin, None)
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """The simulated bank is never lost."""
 
     def inject(self, pin: int, level: int) -> None:
         """Drive an input as the outside world would; watchers hear the edge."""

@@ -365,3 +365,32 @@ async def test_pins_go_to_their_safe_state_without_redis_and_back(
     assert [e.data["pwm_duty"] for e in motor] == [0, 80]
     assert not await rig.stream(lambda e: e.resource == "light"
                                 and (e.data.get("reason") or "").startswith("failsafe"))
+
+
+async def test_pigpiod_restart_under_the_agent_is_healed(rig: Rig) -> None:
+    await rig.start_agent()
+    await rig.create("siren", pin=17, mode="output", state="high")
+    await rig.create("beeper", pin=22, mode="pwm", pwmDuty=50)
+    await wait_until(lambda: rig.daemon.level(17) == 1, 10, what="siren on")
+    port = rig.daemon.port
+    await rig.daemon.stop()  # pigpiod died: software PWM and modes are gone with it
+    async with FakePigpiod(port=port) as fresh:
+        await wait_until(lambda: fresh.level(17) == 1 and fresh.pin(22).pwm_duty == 500, 15,
+                         what="pins re-applied on the new pigpiod")
+        assert fresh.mode(17) == OUTPUT
+        assert rig.agent is not None and rig.agent.running
+        await rig.patch("siren", {"state": "low"})
+        await wait_until(lambda: fresh.level(17) == 0, 10, what="commands work again")
+
+
+async def test_agent_started_without_pigpiod_reports_errors_then_recovers(
+        rig: Rig, daemon: FakePigpiod) -> None:
+    port = daemon.port
+    await daemon.stop()
+    await rig.start_agent()
+    await rig.create("gate", pin=17, mode="output", state="high")
+    body = await wait_until(lambda: rig.phase("gate", "Error"), 10, what="Error status")
+    assert "not reachable" in body["status"]["message"]
+    async with FakePigpiod(port=port) as late:
+        await wait_until(lambda: late.level(17) == 1, 15, what="applied once pigpiod is up")
+        await wait_until(lambda: rig.phase("gate", "Applied"), 10, what="Applied")
