@@ -231,6 +231,14 @@ async def test_viewer_sees_state_but_no_controls(env: Env, browsers: Browsers) -
         await expect(card).to_be_visible()
         await expect(card.locator(".lamp")).to_have_text("low")
         assert await page.locator("button[role=switch], input[type=range]").count() == 0
+        # Viewers get no cluster form either; logging out ends the session for /ws and REST.
+        await goto(page, "#/clusters")
+        await expect(page.locator("#clusters")).to_be_visible()
+        assert await page.locator("#cluster-create").count() == 0
+        await page.click("header.top button:has-text('Log out')")
+        await expect(page.locator("form#login")).to_be_visible()
+        response = await page.request.get(env.url + "/api/v1/whoami")
+        assert response.status == 401
     finally:
         await context.close()
 
@@ -352,14 +360,16 @@ async def test_clusters_create_from_nodes_and_show_a_failed_job(env: Env, browse
     await browsers.shoot("clusters", "#/clusters", "#clusters .step[data-status=failed]")
 
 
-async def test_node_goes_offline_when_its_agent_stops(env: Env, browsers: Browsers) -> None:
+async def test_node_goes_offline_when_its_agent_is_killed(env: Env, browsers: Browsers) -> None:
     page = browsers.desktop
     await goto(page, "#/nodes")
     row = page.locator("#nodes-table tr[data-node='pi-ui-3']")
     await expect(row).to_have_attribute("data-status", "ready")
-    env.agents["pi-ui-3"].signal(signal.SIGTERM)
+    # SIGKILL: the agent says nothing; the controller's liveness duty notices the silence.
+    env.agents["pi-ui-3"].kill()
     await expect(row).to_have_attribute("data-status", "offline")
     await expect(row.locator(".status")).to_have_text("offline")
+    await expect(page.locator("button.chip[data-filter=offline] .count")).to_have_text("1")
 
 
 async def last_event(redis_url: str, node: str, type_: str) -> events.Event | None:
@@ -399,8 +409,41 @@ async def test_indicator_and_catch_up_after_controller_restart(env: Env, browser
     env.start_controller()
     await processes.wait_ready(env.url, env.controller)
     await expect(conn).to_have_attribute("data-state", "live", timeout=20_000)
-    assert await conn.get_attribute("data-mode") == "resume"
     await expect(row).to_have_attribute("data-status", "offline")
     await goto(page, "#/events")
     await expect(page.locator(f"#event-log li.ev[data-id='{missed.id}']")).to_be_visible()
+    # Caught up by replaying from the last event id, not by a fresh snapshot.
+    assert await conn.get_attribute("data-mode") == "resume"
+    assert not browsers.errors, browsers.errors
+
+
+async def test_resync_reloads_state_when_missed_events_are_gone(env: Env, browsers: Browsers
+                                                               ) -> None:
+    page = browsers.desktop
+    await goto(page, "#/nodes")
+    conn = page.locator("#conn")
+    await expect(conn).to_have_attribute("data-state", "live")
+    row = page.locator("#nodes-table tr[data-node='pi-ui-1']")
+    await expect(row).not_to_have_attribute("data-status", "offline")
+
+    env.controller.stop()
+    await expect(conn).to_have_attribute("data-state", "down")
+    env.agents["pi-ui-1"].signal(signal.SIGTERM)
+    assert env.agents["pi-ui-1"].wait(15) == 0
+    # As if a flood of events had pushed the offline one (and all the UI missed) out of the
+    # stream: only a fresh snapshot can tell the UI that pi-ui-1 went offline.
+    client = aioredis.Redis.from_url(env.redis_url)
+    try:
+        await client.xtrim(Keys().events, maxlen=0, approximate=False)
+        await client.xadd(Keys().events, {EVENT_FIELD: events.encode(events.system_log_created(
+            "info", "stream trimmed by the UI test", source="test"))})
+    finally:
+        await client.aclose()
+
+    env.start_controller()
+    await processes.wait_ready(env.url, env.controller)
+    await expect(conn).to_have_attribute("data-mode", "resync", timeout=20_000)
+    await expect(conn).to_have_attribute("data-state", "live")
+    await expect(row).to_have_attribute("data-status", "offline")
+    await expect(page.locator("#notices")).to_contain_text("state reloaded")
     assert not browsers.errors, browsers.errors
