@@ -136,3 +136,17 @@ def describe(settings: Any) -> dict[str, Any]:
             value = mask_url(value)
         shown[f.name] = value
     return shown
+
+
+def markdown_table(cls: type[Any]) -> str:
+    """The settings as a Markdown table: variable, flag, default, meaning."""
+    rows = ["| variable | flag | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+        if isinstance(default, list):
+            default = ",".join(default)
+        shown = f"`{default}`" if default not in ("", None) else ""
+        meaning = str(f.metadata.get("help", "")).replace("|", "\\|")
+        rows.append(f"| `{env_var(f)}` | `{flag_name(f.name)}` | {shown} | {meaning} |")
+    return "\n".join(rows)
