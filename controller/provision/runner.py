@@ -56,14 +56,16 @@ class Provisioner:
             while True:
                 try:
                     popped = await self.store.redis.blpop([self.store.keys.job_queue], timeout=1)
-                except UNAVAILABLE:
+                    if popped:
+                        self._start(popped[1].decode())
+                    if time.monotonic() >= next_scan:
+                        await self._scan(adopting=False)
+                        next_scan = time.monotonic() + RESCAN
+                except UNAVAILABLE as err:
+                    # Running jobs keep going (or fail their step); new ones wait for Redis.
+                    logger.warning("provisioner: Redis unreachable (%s); retrying",
+                                   type(err).__name__)
                     await asyncio.sleep(1)
-                    continue
-                if popped:
-                    self._start(popped[1].decode())
-                if time.monotonic() >= next_scan:
-                    await self._scan(adopting=False)
-                    next_scan = time.monotonic() + RESCAN
         finally:
             tasks = list(self._tasks.values())
             for task in tasks:
@@ -96,6 +98,13 @@ class Provisioner:
         job.error = (f"interrupted {job.interruptions - 1} times by controller restarts; "
                      "re-run the job to resume it")
         await self.jobs.save(job, "job", model.INTERRUPTED, job.error)
+        if job.kind == "provision":
+            await node_status.set_node_status(
+                self.store, job.node_id, node_status.FAILED, f"job {job.id} was interrupted",
+                expected=[node_status.PROVISIONING])
+            key = self.store.keys.cluster(job.cluster_id)
+            if await self.store.redis.exists(key):
+                await self.store.redis.hset(key, f"state:{job.node_id}", model.MEMBER_FAILED)
 
     def _start(self, job_id: str) -> None:
         if job_id in self._tasks:
@@ -109,8 +118,15 @@ class Provisioner:
             job = await self.jobs.get(job_id)
             if job is None or job.status in model.FINISHED:
                 return
-            async with self._slot:
-                await JobRun(self, job).execute()
+            run = JobRun(self, job)
+            await self._slot.acquire()
+            run.ctx.holds_slot = True
+            try:
+                await run.execute()
+            finally:
+                # Not held if cancelled while waiting to take it back (see Context.waiting).
+                if run.ctx.holds_slot:
+                    self._slot.release()
         except asyncio.CancelledError:
             raise
         except Exception:

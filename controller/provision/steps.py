@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from redis.exceptions import WatchError
+
 from common import events
 from controller import node_status
 from controller.provision import agent_unit, doctor, k3s, model
@@ -44,6 +46,7 @@ class Context:
     redact: Redactor = field(default_factory=Redactor)
     log: Callable[[str], None] = lambda text: None
     sessions: dict[str, Session] = field(default_factory=dict)
+    holds_slot: bool = False
 
     async def cluster(self) -> Cluster:
         raw = await self.store.redis.hgetall(self.store.keys.cluster(self.job.cluster_id))
@@ -86,10 +89,12 @@ class Context:
         """Give up this job's parallelism slot while it waits on another job, so a bound
         of N can never be filled by N jobs waiting for one that has no slot."""
         self.slot.release()
+        self.holds_slot = False
         try:
             yield
         finally:
             await self.slot.acquire()
+            self.holds_slot = True
 
     async def set_member(self, **fields: str) -> None:
         """Update this node's membership fields, unless the cluster is gone (a plain HSET
@@ -352,25 +357,43 @@ async def step_uninstall(ctx: Context) -> str:
 
 
 async def step_removed(ctx: Context) -> str:
-    cluster = await ctx.cluster()
     node_id = ctx.job.node_id
-    ckey, nkey = ctx.store.keys.cluster(cluster.id), ctx.store.keys.node(node_id)
-    fields = [f"{k}:{node_id}" for k in ("role", "state", "host", "job")]
-    remaining = [m for m in cluster.members if m.node_id != node_id]
-    writes: list[Callable[..., None]] = [lambda p: p.hdel(ckey, *fields)]
-    if cluster.server_node == node_id:
-        others = [m.node_id for m in remaining if m.role == "server"]
-        writes.append(lambda p: p.hset(ckey, "server_node", others[0] if others else ""))
-    if not remaining and cluster.status == "deleting":
-        writes.append(lambda p: p.delete(ckey))
-        writes.append(lambda p: p.srem(ctx.store.keys.clusters, cluster.id))
-    writes.append(lambda p: p.hdel(nkey, "cluster_id", "cluster_role"))
+    ckey, nkey = ctx.store.keys.cluster(ctx.job.cluster_id), ctx.store.keys.node(node_id)
     target = await ctx.target(node_id)
     status = await node_status.node_status(ctx.store, node_id) or ""
-    await ctx.store.commit(writes, events.cluster_node_removed(cluster.id, node_id,
-                                                                target.host, status))
-    gone = " (the cluster is deleted)" if not remaining and cluster.status == "deleting" else ""
-    return f"{node_id} removed from {cluster.name}{gone}"
+    fields = [f"{k}:{node_id}" for k in ("role", "state", "host", "job")]
+    # WATCH: members of a cluster being deleted leave concurrently, and exactly the last
+    # one to leave must delete the cluster record.
+    for _ in range(_REMOVE_ATTEMPTS):
+        async with ctx.store.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(ckey)
+                raw = await pipe.hgetall(ckey)
+                if not raw:
+                    raise StepFailed(f"cluster {ctx.job.cluster_id!r} no longer exists")
+                cluster = model.cluster_from_hash(raw)
+                remaining = [m for m in cluster.members if m.node_id != node_id]
+                deleted = not remaining and cluster.status == "deleting"
+                pipe.multi()
+                pipe.hdel(ckey, *fields)
+                if cluster.server_node == node_id:
+                    others = [m.node_id for m in remaining if m.role == "server"]
+                    pipe.hset(ckey, "server_node", others[0] if others else "")
+                if deleted:
+                    pipe.delete(ckey)
+                    pipe.srem(ctx.store.keys.clusters, cluster.id)
+                pipe.hdel(nkey, "cluster_id", "cluster_role")
+                ctx.store.stage_event(pipe, events.cluster_node_removed(
+                    cluster.id, node_id, target.host, status))
+                await pipe.execute()
+            except WatchError:
+                continue
+        gone = " (the cluster is deleted)" if deleted else ""
+        return f"{node_id} removed from {cluster.name}{gone}"
+    raise StepFailed("the cluster record kept changing; retry the job")
+
+
+_REMOVE_ATTEMPTS = 20
 
 
 PROVISION: dict[str, StepFn] = {

@@ -74,6 +74,7 @@ case "${{INSTALL_K3S_VERSION:-}}" in
   ""|{versions}) ;;
   *) echo "[ERROR]  Download failed: no K3s release ${{INSTALL_K3S_VERSION}}" >&2; exit 1 ;;
 esac
+started=$(date +%s.%N)
 role=$1; shift
 name=$(hostname)
 for a in "$@"; do case "$a" in --node-name=*) name=${{a#--node-name=}} ;; esac; done
@@ -108,6 +109,7 @@ UNINSTALL
 chmod 755 $uninstall
 mkdir -p $REG/nodes
 touch $REG/nodes/$name
+echo "$started $(date +%s.%N)" >> /var/lib/rancher/install-times
 echo "[INFO]  systemd: Starting $unit"
 """
 
@@ -131,7 +133,7 @@ esac
 
 class FakePi:
     def __init__(self, fleet: Fleet, index: int, hostname: str, *, model: str, os_release: str,
-                 cgroups: bool, authorized_key: str) -> None:
+                 cgroups: bool, authorized_key: str, password: str = "") -> None:
         self.fleet = fleet
         self.ns = f"{fleet.run}-{index}"
         self.veth = f"pcv{fleet.run[2:]}{index}"
@@ -140,6 +142,7 @@ class FakePi:
         self.dir = fleet.root / f"pi{index}"
         self.fs = self.dir / "fs"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.password = password
         self._prepare(model, os_release, cgroups, authorized_key)
 
     # --- files ---------------------------------------------------------------------------
@@ -162,7 +165,9 @@ class FakePi:
         (etc / "passwd").write_text(passwd + f"pi:x:{PI_UID}:{PI_UID}:,,,:/home/pi:/bin/sh\n")
         (etc / "group").write_text(Path("/etc/group").read_text() + f"pi:x:{PI_UID}:\n")
         shadow = Path("/etc/shadow").read_text() if Path("/etc/shadow").exists() else ""
-        (etc / "shadow").write_text(shadow + "pi:*:19000:0:99999:7:::\n")
+        hashed = sh("openssl", "passwd", "-6", self.password).stdout.strip() \
+            if self.password else "*"
+        (etc / "shadow").write_text(shadow + f"pi:{hashed}:19000:0:99999:7:::\n")
         (etc / "shadow").chmod(0o640)
         (etc / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {self.hostname}\n")
         home = self.fs / "home/pi"
@@ -179,14 +184,16 @@ class FakePi:
         (self.fs / "usr/local/bin").mkdir()
         ssh_dir = home / ".ssh"
         ssh_dir.mkdir(mode=0o700)
-        (ssh_dir / "authorized_keys").write_text(authorized_key.strip() + "\n")
+        (ssh_dir / "authorized_keys").write_text(
+            authorized_key.strip() + "\n" if authorized_key else "")
         for path in (ssh_dir, ssh_dir / "authorized_keys"):
             os.chown(path, PI_UID, PI_UID)
         self.new_host_key()
         (d / "sshd_config").write_text(
             f"Port 22\nListenAddress {self.ip}\nHostKey {d}/ssh_host_ed25519_key\n"
             f"PidFile none\nAuthorizedKeysFile .ssh/authorized_keys\n"
-            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+            f"PasswordAuthentication {'yes' if self.password else 'no'}\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\n"
             "StrictModes no\nSubsystem sftp internal-sftp\n")
         binds = "\n".join(f"mount --bind {self.fs / rel} /{rel}" for rel in BIND_DIRS)
         self._script(d / "boot.sh", f"""set -e
@@ -339,9 +346,10 @@ class Fleet:
         return self
 
     def add(self, hostname: str, authorized_key: str, *, model: str = PI_MODEL,
-            os_release: str = PI_OS, cgroups: bool = True, start: bool = True) -> FakePi:
+            os_release: str = PI_OS, cgroups: bool = True, password: str = "",
+            start: bool = True) -> FakePi:
         pi = FakePi(self, len(self.pis) + 1, hostname, model=model, os_release=os_release,
-                    cgroups=cgroups, authorized_key=authorized_key)
+                    cgroups=cgroups, authorized_key=authorized_key, password=password)
         self.pis.append(pi)
         if start:
             pi.start()

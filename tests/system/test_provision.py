@@ -7,6 +7,7 @@ what it was asked and creates the files K3s would. The controller runs in this p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,10 @@ def installs(pi: fakepi.FakePi) -> list[str]:
     return [c for c in pi.read("var/lib/rancher/install.log").split("--\n") if c.strip()]
 
 
-async def test_one_server_two_agents_in_parallel_then_remove_one(harness: Harness) -> None:
+async def test_one_server_two_agents_in_parallel_then_remove_one(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="controller")
     h = harness
     server = await h.pi("pi-server")
     agent1 = await h.pi("pi-agent-1")
@@ -205,6 +209,7 @@ async def test_one_server_two_agents_in_parallel_then_remove_one(harness: Harnes
         shown += msgspec.json.encode(await h.call("GET", f"/api/v1/jobs/{job['id']}")).decode()
     shown += msgspec.json.encode(await h.call("GET", "/api/v1/ssh/public-key")).decode()
     shown += str(await h.redis.hgetall(h.keys.cluster(cluster_id)))
+    shown += caplog.text
     short = token.split("::", 1)[1]
     for secret in (token, short, "agent-secret-pw", key_body):
         assert secret not in shown
@@ -315,3 +320,68 @@ async def test_failed_job_resumes_where_it_failed(harness: Harness) -> None:
     assert step(done, "preflight")["started_at"] == preflight_at  # not run again
     calls = installs(pi)
     assert len(calls) == 2 and f"INSTALL_K3S_VERSION={VERSION}" in calls[1]
+
+
+async def test_three_servers_join_one_at_a_time_then_the_cluster_is_deleted(
+        harness: Harness) -> None:
+    h = harness
+    pis = [await h.pi(f"pi-ha-{i}") for i in (1, 2, 3)]
+    created = await h.call("POST", "/api/v1/clusters", {
+        "name": "ha", "servers": ["pi-ha-1", "pi-ha-2", "pi-ha-3"]}, status=201)
+    cluster_id = created["cluster"]["id"]
+    jobs = [await h.finished(j["id"]) for j in created["jobs"]]
+    assert [j["status"] for j in jobs] == ["succeeded"] * 3, [j["error"] for j in jobs]
+    (first,) = installs(pis[0])
+    assert "args=server --cluster-init" in first
+    for pi in pis[1:]:
+        (call,) = installs(pi)
+        assert call.startswith("args=server ") and "--cluster-init" not in call
+        assert f"K3S_URL=https://{pis[0].ip}:6443" in call
+    # etcd takes one new member at a time: the joining installs did not overlap.
+    (a,), (b,) = ([[float(t) for t in line.split()]
+                   for line in pi.read("var/lib/rancher/install-times").splitlines()]
+                  for pi in pis[1:])
+    assert a[1] <= b[0] or b[1] <= a[0], (a, b)
+
+    status, _ = await h.http.delete(f"{h.url}/api/v1/clusters/{cluster_id}"), None
+    assert status.status == 202
+    removals = (await status.json())["jobs"]
+    assert len(removals) == 3
+    for removal in removals:
+        done = await h.finished(removal["id"])
+        assert done["status"] == "succeeded", done
+        assert step(done, "drain")["status"] == "skipped"
+    for pi in pis:
+        assert "uninstall k3s" in pi.read("var/lib/rancher/install.log")
+        assert await h.redis.hget(h.keys.node(pi.hostname), "cluster_id") is None
+    await h.call("GET", f"/api/v1/clusters/{cluster_id}", status=404)
+    assert not await h.redis.sismember(h.keys.clusters, cluster_id)
+    removed = [e for e in await h.events() if e.type == events.CLUSTER_NODE_REMOVED]
+    assert sorted(e.data["node_id"] for e in removed) == ["pi-ha-1", "pi-ha-2", "pi-ha-3"]
+
+
+async def test_key_installed_once_with_a_password_that_is_not_kept(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="controller")
+    h = harness
+    password = "raspberry-Pw-4711"
+    pi = h.fleet.add("pi-new", "", password=password)
+    await h.node("pi-new", pi.ip)
+    wrong = await h.call("POST", "/api/v1/nodes/pi-new/ssh-key", {"password": "nope"},
+                         status=422)
+    assert wrong["field"] == "password" and "refused the password given" in wrong["reason"]
+    done = await h.call("POST", "/api/v1/nodes/pi-new/ssh-key", {"password": password},
+                        status=200)
+    assert done["user"] == "pi" and done["installed"].startswith("SHA256:")
+    key = await h.public_key()
+    assert pi.read("home/pi/.ssh/authorized_keys").strip() == key
+    # Idempotent: a second install does not add the key twice.
+    await h.call("POST", "/api/v1/nodes/pi-new/ssh-key", {"password": password}, status=200)
+    assert pi.read("home/pi/.ssh/authorized_keys").count(key) == 1
+
+    created = await h.call("POST", "/api/v1/clusters", {"name": "pw", "servers": ["pi-new"]},
+                           status=201)
+    assert (await h.finished(created["jobs"][0]["id"]))["status"] == "succeeded"
+    everything = caplog.text + str([await h.redis.dump(k) for k in await h.redis.keys("*")])
+    assert password not in everything

@@ -166,3 +166,10 @@ def test_redactor_masks_tokens_keys_and_url_passwords() -> None:
     for secret in (token, "cd" * 16, "abc123secret", ":pw@", "AAAA"):
         assert secret not in out
     assert out.count("***") >= 5
+
+
+def test_provisioned_unit_is_the_shipped_one() -> None:
+    from controller.provision import agent_unit
+
+    shipped = (Path(__file__).parents[2] / "deploy/systemd/pi-agent.service").read_text()
+    assert shipped[shipped.index("[Unit]"):] == agent_unit.UNIT
