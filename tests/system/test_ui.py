@@ -333,6 +333,13 @@ async def test_node_page_charts_health_and_lists_pins(env: Env, browsers: Browse
     await expect(page.locator("#charts svg.spark").first).to_be_visible()
     await expect(page.locator("#node-pins tr[data-resource='led-1']")).to_be_visible()
     await expect(page.locator(".facts")).to_contain_text("127.0.0.1")
+    # Maintenance round trip: the status badge follows node.status.changed.
+    badge = page.locator(".page-head .status")
+    await page.click("#maintenance")
+    await expect(badge).to_have_attribute("data-status", "maintenance")
+    await expect(page.locator("#maintenance")).to_have_text("End maintenance")
+    await page.click("#maintenance")
+    await expect(badge).to_have_attribute("data-status", "ready")
     await browsers.shoot("node", "#/nodes/pi-ui-1", "#charts svg.spark")
 
 

@@ -147,6 +147,11 @@ export class Store {
         this.changed('nodes');
         break;
       }
+      case 'node.removed':
+        this.nodes.delete(d.node_id);
+        this.health.delete(d.node_id);
+        this.changed('nodes');
+        break;
       case 'node.health.reported': {
         this.recordHealth(event);
         const node = this.nodes.get(d.node_id);

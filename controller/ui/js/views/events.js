@@ -2,7 +2,7 @@
 
 import { clock, h, replace } from '../dom.js';
 
-const TYPES = ['node.discovered', 'node.status.changed', 'node.health.reported', 'gpio.state.changed', 'gpio.resource.changed',
+const TYPES = ['node.discovered', 'node.status.changed', 'node.health.reported', 'node.removed', 'gpio.state.changed', 'gpio.resource.changed',
   'cluster.node.added', 'cluster.node.removed', 'job.step.changed', 'system.log.created'];
 const SHOWN = 300;
 
@@ -19,6 +19,7 @@ export function summary(e) {
   switch (e.type) {
     case 'node.discovered': return `${d.node_id} at ${d.ip_address}${d.source ? ` (${d.source})` : ''}`;
     case 'node.status.changed': return `${d.node_id}: ${d.previous_status || '—'} → ${d.status}${d.reason ? ` (${d.reason})` : ''}`;
+    case 'node.removed': return `${d.node_id} forgotten${d.actor ? ` by ${d.actor}` : ''}${d.reason ? ` (${d.reason})` : ''}`;
     case 'node.health.reported': return `${d.node_id}: ${healthSummary(d.metrics || {})}`;
     case 'gpio.state.changed': return `${d.resource} (BCM ${d.pin}) = ${d.state}${d.pwm_duty !== null && d.pwm_duty !== undefined ? ` ${d.pwm_duty} %` : ''}${d.actor ? ` by ${d.actor}` : ''}${d.reason ? ` (${d.reason})` : ''}`;
     case 'gpio.resource.changed': return `${d.resource} on ${d.node_id} ${d.action}${d.actor ? ` by ${d.actor}` : ''}`;

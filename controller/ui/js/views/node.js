@@ -54,7 +54,8 @@ export function mount(root, app, [nodeId]) {
   function renderHead() {
     const node = store.nodes.get(nodeId);
     replace(head, h('h1', {}, nodeId), node ? statusBadge(node.status) : null,
-      node ? h('a', { class: 'button ghost small', href: `#/gpio/${encodeURIComponent(nodeId)}` }, 'GPIO header →') : null);
+      node ? h('a', { class: 'button ghost small', href: `#/gpio/${encodeURIComponent(nodeId)}` }, 'GPIO header →') : null,
+      node ? actions(node) : null);
     if (!node) {
       replace(facts, empty(store.conn.state === 'live' ? 'This node is not known to the controller.' : 'Loading…'));
       return;
@@ -65,6 +66,31 @@ export function mount(root, app, [nodeId]) {
       ['Status reason', node.status_reason], ['Source', node.source],
       ['Labels', Object.entries(node.labels || {}).map(([k, v]) => `${k}=${v}`).join(', ')]];
     replace(facts, rows.filter(([, v]) => v).map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+  }
+
+  function actions(node) {
+    const out = h('div', { class: 'toolbar' });
+    if (store.can('operator')) {
+      out.append(h('button', { type: 'button', class: 'small', id: 'maintenance', onclick: async (e) => {
+        e.target.disabled = true;
+        try {
+          await api.request('PUT', `/api/v1/nodes/${encodeURIComponent(nodeId)}`, { maintenance: !node.maintenance });
+          const fresh = await api.get(`/api/v1/nodes/${encodeURIComponent(nodeId)}`);
+          store.nodes.set(nodeId, { ...store.nodes.get(nodeId), ...fresh });
+          store.changed('nodes');
+        } catch (err) { store.notice(err.message, 'error'); e.target.disabled = false; }
+      } }, node.maintenance ? 'End maintenance' : 'Maintenance'));
+    }
+    if (store.can('admin')) {
+      out.append(h('button', { type: 'button', class: 'small ghost bad', onclick: async () => {
+        if (!confirm(`Forget ${nodeId}? It comes back if its agent or discovery sees it again.`)) return;
+        try {
+          await api.del(`/api/v1/nodes/${encodeURIComponent(nodeId)}`);
+          app.navigate('#/nodes');
+        } catch (err) { store.notice(err.message, 'error'); }
+      } }, 'Forget'));
+    }
+    return out;
   }
 
   function renderHealth() {
