@@ -44,7 +44,7 @@ def connect(url: str, *, retries: int = 3, socket_timeout: float | None = 10.0,
     )
 
 
-async def wait_until_ready(client: Redis, url: str, *, timeout: float = 30.0) -> None:
+async def wait_until_ready(client: Redis, url: str, *, timeout: float | None = 30.0) -> None:
     """Wait for PING to answer, logging (without the password) while it does not."""
     delay = 0.05
     async with asyncio.timeout(timeout):

@@ -53,6 +53,7 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[appkeys.FEED] = Feed(redis, keys, hub)
     app[appkeys.TOKENS] = auth.TokenStore(redis, keys, settings.session_ttl)
     app[appkeys.GPIO] = GpioService(store)
+    app[appkeys.BOOTSTRAPPED] = asyncio.Event()
     app.cleanup_ctx.extend([redis_ctx, bootstrap_ctx, feed_ctx, duties_ctx])
     provision_app.setup(app)
     app.on_shutdown.append(close_sockets)
@@ -85,11 +86,26 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def bootstrap_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[appkeys.SETTINGS]
-    await redis_client.wait_until_ready(app[appkeys.REDIS], settings.redis_url)
-    if settings.admin_token:
-        await app[appkeys.TOKENS].ensure(settings.admin_token, "admin", "admin")
+    """Install the bootstrap admin token once Redis answers, without holding up start-up:
+    the controller serves /healthz at once and /readyz says when it can do more."""
+
+    async def bootstrap() -> None:
+        settings = app[appkeys.SETTINGS]
+        while True:
+            await redis_client.wait_until_ready(app[appkeys.REDIS], settings.redis_url,
+                                                timeout=None)
+            try:
+                if settings.admin_token:
+                    await app[appkeys.TOKENS].ensure(settings.admin_token, "admin", "admin")
+            except redis_client.UNAVAILABLE:
+                continue
+            app[appkeys.BOOTSTRAPPED].set()
+            return
+
+    tasks = TaskOwner()
+    tasks.start("bootstrap", bootstrap, restart=False)
     yield
+    await tasks.close()
 
 
 async def feed_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from common.redis_client import Redis
@@ -19,3 +21,5 @@ HUB = web.AppKey("hub", Hub)
 FEED = web.AppKey("feed", Feed)
 TOKENS = web.AppKey("tokens", TokenStore)
 GPIO = web.AppKey("gpio", GpioService)
+BOOTSTRAPPED = web.AppKey("bootstrapped", asyncio.Event)
+"""Set once the bootstrap admin token is installed (part of /readyz)."""

@@ -71,5 +71,6 @@ async def controller(redis_url: str) -> AsyncIterator[RunningController]:
     from controller import appkeys
 
     await app[appkeys.FEED].ready.wait()
+    await app[appkeys.BOOTSTRAPPED].wait()
     yield RunningController(f"http://127.0.0.1:{port}", app)
     await runner.cleanup()

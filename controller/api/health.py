@@ -26,7 +26,7 @@ async def readyz(request: web.Request) -> web.Response:
     except UNAVAILABLE:
         return json_response({"status": "unavailable", "reason": "Redis not reachable"}, 503)
     feed = request.app[appkeys.FEED]
-    if not feed.ready.is_set():
+    if not feed.ready.is_set() or not request.app[appkeys.BOOTSTRAPPED].is_set():
         return json_response({"status": "starting", "reason": "event feed not reading yet"},
                              503)
     hub = request.app[appkeys.HUB]
