@@ -3,7 +3,7 @@
 The client is synchronous and never times out, so every call runs in a worker thread under
 a deadline; a call that misses it, or a broken socket, drops the connection (the next call
 reconnects). Edge callbacks arrive on the client's notification thread and hop to the
-event loop with ``call_soon_threadsafe``; debounce runs on the loop.
+event loop with ``call_soon_threadsafe``; debounce runs on the loop (agent.gpio.debounce).
 
 pigpiod has no authentication: keep it listening on localhost (``pigpiod -l``).
 """
@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pigpio
 
 from agent.gpio.backend import BackendError, EdgeCallback
+from agent.gpio.debounce import Debouncer
 from common.gpio import HARDWARE_PWM_PINS, Mode, Pull
 
 logger = logging.getLogger(__name__)
@@ -43,11 +44,8 @@ _PULL = {"none": pigpio.PUD_OFF, "up": pigpio.PUD_UP, "down": pigpio.PUD_DOWN}
 
 @dataclass(slots=True)
 class _Watch:
-    debounce_ms: int
-    callback: EdgeCallback
+    debouncer: Debouncer
     handle: Any = None
-    timer: asyncio.TimerHandle | None = None
-    pending: int | None = None
 
 
 class PigpioBackend:
@@ -99,8 +97,7 @@ class PigpioBackend:
             self._health = None
         async with self._lock:
             for watch in self._watches.values():
-                if watch.timer is not None:
-                    watch.timer.cancel()
+                watch.debouncer.cancel()
             self._watches.clear()
             pi, self._pi = self._pi, None
             if pi is not None:
@@ -212,8 +209,7 @@ class PigpioBackend:
             old = self._watches.pop(pin, None)
             if old is not None:
                 await self._disarm(pin, old)
-            watch = _Watch(debounce_ms, callback)
-            self._watches[pin] = watch
+            self._watches[pin] = _Watch(Debouncer(pin, debounce_ms, callback))
             await self._in_thread(f"callback({pin})", self._arm(pin))
 
     async def unwatch(self, pin: int) -> None:
@@ -231,8 +227,7 @@ class PigpioBackend:
         return run
 
     async def _disarm(self, pin: int, watch: _Watch) -> None:
-        if watch.timer is not None:
-            watch.timer.cancel()
+        watch.debouncer.cancel()
         handle, watch.handle = watch.handle, None
         if handle is not None and self._pi is not None:
             await self._in_thread(f"cancel callback({pin})", handle.cancel)
@@ -248,24 +243,8 @@ class PigpioBackend:
 
     def _edge(self, pin: int, level: int) -> None:
         watch = self._watches.get(pin)
-        if watch is None:
-            return
-        if not watch.debounce_ms:
-            watch.callback(pin, level)
-            return
-        # Report a level only once it has held for the debounce time: contact bounce and
-        # glitches shorter than that never reach the callback.
-        watch.pending = level
-        if watch.timer is not None:
-            watch.timer.cancel()
-        assert self._loop is not None
-        watch.timer = self._loop.call_later(watch.debounce_ms / 1000, self._settled, pin, watch)
-
-    def _settled(self, pin: int, watch: _Watch) -> None:
-        watch.timer = None
-        if self._watches.get(pin) is watch and watch.pending is not None:
-            level, watch.pending = watch.pending, None
-            watch.callback(pin, level)
+        if watch is not None:
+            watch.debouncer.edge(level)
 
 
 def _stop(pi: Any) -> None:
