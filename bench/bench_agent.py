@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._procs import Proc, RedisServer, cpu_seconds, rss_bytes  # noqa: E402
-from common import redis_client  # noqa: E402
-from common.keys import Keys  # noqa: E402
-from controller.gpio_service import GpioService  # noqa: E402
-from controller.state import Store  # noqa: E402
+from bench._procs import Proc, RedisServer, cpu_seconds, rss_bytes
+from common import redis_client
+from common.keys import Keys
+from controller.gpio_service import GpioService
+from controller.state import Store
 
 
 def disk_writes(pid: int) -> int:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -56,16 +56,16 @@ async def test_demo_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path) 
         children = descendants(demo.process.pid)
         assert len(children) >= 3  # redis + 2 agents
         async with aiohttp.ClientSession(
-                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
-            async with WsRecorder(http, f"ws://127.0.0.1:{port}/ws?snapshot=1") as ws:
-                await ws.wait_for(lambda m: m["type"] == "ws.snapshot.end")
-                assert {m["node_id"] for m in ws.of_type("node.snapshot")} == {
-                    "pi-demo-1", "pi-demo-2"}
-                assert len(ws.of_type("gpio.snapshot")) == 6
-                # The simulated buttons change by themselves: live events flow.
-                await ws.wait_for(lambda m: m["type"] == "gpio.state.changed"
-                                  and m["resource"].startswith("button-"), timeout=30,
-                                  what="a simulated input edge")
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http, WsRecorder(
+                http, f"ws://127.0.0.1:{port}/ws?snapshot=1") as ws:
+            await ws.wait_for(lambda m: m["type"] == "ws.snapshot.end")
+            assert {m["node_id"] for m in ws.of_type("node.snapshot")} == {
+                "pi-demo-1", "pi-demo-2"}
+            assert len(ws.of_type("gpio.snapshot")) == 6
+            # The simulated buttons change by themselves: live events flow.
+            await ws.wait_for(lambda m: m["type"] == "gpio.state.changed"
+                              and m["resource"].startswith("button-"), timeout=30,
+                              what="a simulated input edge")
         demo.signal(signal.SIGINT)
         assert demo.wait(30) == 0
         await wait_until(lambda: not any(alive(pid) for pid in children), 10,
@@ -74,5 +74,7 @@ async def test_demo_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path) 
     finally:
         if demo.running:
             demo.kill()
-            subprocess.run(["pkill", "-f", str(tmp_path)], check=False)
+        for pid in children if "children" in locals() else ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     assert "Traceback" not in demo.log()
