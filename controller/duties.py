@@ -53,7 +53,8 @@ async def duties_ctx(app: web.Application) -> AsyncIterator[None]:
     duties: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("liveness", lambda: Liveness(
             store, heartbeat_interval=settings.heartbeat_interval,
-            missed_heartbeats=settings.missed_heartbeats).run()),
+            missed_heartbeats=settings.missed_heartbeats,
+            listeners=app[appkeys.FEED].listeners).run()),
         ("health-alerts", lambda: HealthAlerts(
             store, app[appkeys.FEED].listeners, Thresholds(
                 temp_warning=settings.health_temp_warning,

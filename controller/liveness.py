@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from common import events
 from controller import node_status
 from controller.node_status import set_node_status
 from controller.state import Store
@@ -30,8 +31,11 @@ MAX_TICK = 2.0
 
 class Liveness:
     def __init__(self, store: Store, *, heartbeat_interval: float, missed_heartbeats: int,
+                 listeners: list[Callable[[events.Event], None]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._listeners = listeners if listeners is not None else []
+        self._restarted: set[str] = set()
         self._interval = heartbeat_interval
         self._missed = missed_heartbeats
         self.timeout = heartbeat_interval * missed_heartbeats
@@ -46,9 +50,20 @@ class Liveness:
         await self._load()
         logger.info("liveness: offline after %.1fs without a heartbeat (%d x %.1fs)",
                     self.timeout, self._missed, self._interval)
-        while True:
-            await self.check()
-            await asyncio.sleep(self.tick)
+        self._listeners.append(self._on_event)
+        try:
+            while True:
+                await self.check()
+                await asyncio.sleep(self.tick)
+        finally:
+            self._listeners.remove(self._on_event)
+
+    def _on_event(self, event: events.Event) -> None:
+        # An agent that starts says "ready" by itself, also on a node in maintenance (a
+        # reboot is what maintenance is often for): noted here, put back in check().
+        if (event.type == events.NODE_STATUS_CHANGED and event.node_id
+                and event.data.get("status") == node_status.READY):
+            self._restarted.add(event.node_id)
 
     async def _load(self) -> None:
         """Learn which nodes are offline already (marked by a previous lease holder)."""
@@ -81,6 +96,21 @@ class Liveness:
                 self._offline.add(node_id)
         if self._offline:
             await self._check_resumed(cutoff)
+        if self._restarted:
+            await self._keep_maintenance()
+
+    async def _keep_maintenance(self) -> None:
+        store = self._store
+        ids, self._restarted = sorted(self._restarted), set()
+        async with store.redis.pipeline(transaction=False) as pipe:
+            for node_id in ids:
+                pipe.hget(store.keys.node(node_id), "maintenance")
+            flags = await pipe.execute()
+        for node_id, flag in zip(ids, flags, strict=True):
+            if flag == b"1":
+                await set_node_status(store, node_id, node_status.MAINTENANCE,
+                                      "agent restarted during maintenance",
+                                      expected=(node_status.READY,))
 
     async def _check_resumed(self, cutoff: float) -> None:
         store = self._store

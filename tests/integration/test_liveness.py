@@ -4,6 +4,7 @@ controllers, the lease holder killed mid-way -> the other takes over, nothing lo
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from pathlib import Path
@@ -146,3 +147,35 @@ async def test_lease_holder_killed_the_other_takes_over_nothing_lost_or_doubled(
         second.stop()
         first.kill()
     assert "Traceback" not in second.log()
+
+
+async def test_maintenance_survives_an_agent_restart_and_is_never_marked_offline(
+        redis_url: str, tmp_path: Path) -> None:
+    import aiohttp
+
+    ctl = processes.controller(redis_url, tmp_path / "ctl.log", extra=FAST).start()
+    pi = agent(redis_url, "pi-m", tmp_path).start()
+    headers = {"Authorization": f"Bearer {processes.ADMIN_TOKEN}"}
+    try:
+        await processes.wait_ready(ctl.url, ctl)  # type: ignore[attr-defined]
+        await wait_status(redis_url, "pi-m", "ready")
+        async with aiohttp.ClientSession(headers=headers) as http, http.put(
+                f"{ctl.url}/api/v1/nodes/pi-m",  # type: ignore[attr-defined]
+                json={"maintenance": True}) as response:
+            assert response.status == 200
+        await wait_status(redis_url, "pi-m", "maintenance")
+        pi.kill()  # silent for far longer than the offline threshold...
+        pi = agent(redis_url, "pi-m", tmp_path).start()  # ...then it reboots
+        await wait_status(redis_url, "pi-m", "maintenance", count=2)
+        pi.kill()
+        await wait_until(lambda: "took the liveness lease" in ctl.log(), 5)
+        time_to_notice = (MISSED + 2) * BEAT + 1.0
+        deadline = time.monotonic() + time_to_notice
+        while time.monotonic() < deadline:  # bounded: an offline would show by now
+            statuses = [e.data["status"] for e in await transitions(redis_url, "pi-m")]
+            assert "offline" not in statuses, statuses
+            await asyncio.sleep(0.1)
+        assert statuses == ["ready", "maintenance", "ready", "maintenance"], statuses
+    finally:
+        pi.stop()
+        ctl.stop()
