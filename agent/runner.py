@@ -35,9 +35,9 @@ def make_backend(settings: AgentSettings) -> GpioBackend:
 
         return PigpioBackend(settings.pigpio_host, settings.pigpio_port)
     if settings.gpio == "rgpio":
-        # SystemExit prints the message and exits 1: a clear refusal, not a traceback.
-        raise SystemExit("pi-agent: --gpio rgpio (Raspberry Pi 5, rgpiod) is not supported "
-                         "yet; use --gpio pigpio on a Pi 4 or earlier, or --gpio sim")
+        from agent.gpio.rgpio_backend import RgpioBackend
+
+        return RgpioBackend(settings.rgpio_host, settings.rgpio_port, chip=settings.rgpio_chip)
     raise ValueError(f"unknown GPIO backend {settings.gpio!r}: use sim, pigpio or rgpio")
 
 

@@ -16,6 +16,8 @@ class AgentSettings(RedisSettings, LoggingSettings):
     pigpio_port: int = setting(8888, "pigpiod port")
     rgpio_host: str = setting("127.0.0.1", "rgpiod host (Raspberry Pi 5)")
     rgpio_port: int = setting(8889, "rgpiod port")
+    rgpio_chip: int = setting(0, "gpiochip of the 40-pin header: 0 on a Pi 5 with kernel "
+                              "6.6.45 or later, 4 before")
     heartbeat_interval: float = setting(5.0, "seconds between heartbeats")
     health_interval: float = setting(30.0, "seconds between health reports; low, to spare "
                                      "the SD card and the network")

@@ -22,6 +22,7 @@ from tests.support import processes
 from tests.support.pigpiod import ALT5, OUTPUT, FakePigpiod
 from tests.support.processes import ADMIN_TOKEN, Proc
 from tests.support.redis_server import RedisServer
+from tests.support.rgpiod import FakeRgpiod
 from tests.support.waiting import wait_until
 from tests.support.wsclient import WsRecorder
 
@@ -54,10 +55,10 @@ class Rig:
 
     async def start_agent(self, *extra: str) -> Proc:
         self.starts += 1
+        backend = extra or ("--gpio", "pigpio", "--pigpio-port", str(self.daemon.port))
         self.agent = processes.agent(
             self.redis_url, NODE, self.tmp / f"agent-{self.starts}.log",
-            extra=["--gpio", "pigpio", "--pigpio-port", str(self.daemon.port),
-                   "--failsafe-after", "1", *extra]).start()
+            extra=[*backend, "--failsafe-after", "1"]).start()
         agent = self.agent
 
         async def ready() -> bool:
@@ -394,3 +395,22 @@ async def test_agent_started_without_pigpiod_reports_errors_then_recovers(
     async with FakePigpiod(port=port) as late:
         await wait_until(lambda: late.level(17) == 1, 15, what="applied once pigpiod is up")
         await wait_until(lambda: rig.phase("gate", "Applied"), 10, what="Applied")
+
+
+async def test_raspberry_pi_5_through_rgpiod(rig: Rig) -> None:
+    async with FakeRgpiod() as rgpiod:
+        await rig.start_agent("--gpio", "rgpio", "--rgpio-port", str(rgpiod.port))
+        async with WsRecorder(rig.http, rig.ws_url) as ws:
+            await rig.create("relay", pin=17, mode="output", state="high")
+            await ws.wait_for(state_changed("relay", state="high"), what="relay confirmed")
+            assert rgpiod.level(17) == 1 and rgpiod.writes == [(17, 1)]  # no low glitch
+            assert (await rig.get("relay"))["status"]["backend"] == "rgpio"
+            await rig.create("button", pin=5, mode="input", pull="down")
+            await wait_until(lambda: rgpiod.watched(5), 10, what="BCM 5 alerts")
+            await ws.wait_for(state_changed("button", state="low"), what="initial level")
+            rgpiod.inject(5, 1)
+            await ws.wait_for(state_changed("button", state="high", reason="input edge"),
+                              what="edge")
+            await rig.create("dimmer", pin=22, mode="pwm", pwmDuty=30, pwmFrequency=1000)
+            await ws.wait_for(state_changed("dimmer"), what="dimmer confirmed")
+            assert rgpiod.line(22).pwm == (1000, 30)
