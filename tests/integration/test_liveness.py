@@ -70,7 +70,7 @@ async def test_sigkilled_agent_goes_offline_and_comes_back_ready(
         delay = stamp(offline) - killed_at
         # At most: the beats missed, one beat in flight, one liveness tick, and slack for a
         # busy machine; never before the configured number of beats was missed.
-        assert (MISSED - 1) * BEAT <= delay <= MISSED * BEAT + 3.0, delay
+        assert (MISSED - 1) * BEAT <= delay <= MISSED * BEAT + 5.0, delay
         assert offline.data["previous_status"] == "ready"
         assert "no heartbeat" in offline.data["reason"]
 
