@@ -23,11 +23,10 @@ export function sparkline(points, { label, unit = '', digits = 1, width = 240, h
   const y = (v) => height - pad - ((v - lo) / (hi - lo)) * (height - 2 * pad);
   const line = values.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join('');
   const area = `${line}L${x(t1).toFixed(1)},${height - pad}L${x(t0).toFixed(1)},${height - pad}Z`;
-  const svg = s('svg', { viewBox: `0 0 ${width} ${height}`, class: 'spark', role: 'img',
+  const svg = s('svg', { viewBox: `0 0 ${width} ${height}`, class: 'spark', role: 'img', preserveAspectRatio: 'none',
     'aria-label': `${label}: ${values.length} samples, latest ${latest.toFixed(digits)}${unit}` },
   s('path', { d: area, class: 'spark-area' }),
-  s('path', { d: line, class: 'spark-line' }),
-  s('circle', { cx: x(t1), cy: y(latest), r: 2.5, class: 'spark-dot' }));
+  s('path', { d: line, class: 'spark-line' }));
   const range = h('div', { class: 'chart-range' }, `${lo.toFixed(digits)}–${hi.toFixed(digits)}${unit} · `,
     `${values.length} samples over ${span(t1 - t0)}`);
   return h('figure', { class: 'chart', dataset: { metric: label } }, head, svg, range);

@@ -40,7 +40,7 @@ export function mount(root, app, [nodeId]) {
   replace(root, h('p', { class: 'crumbs' }, h('a', { href: '#/nodes' }, '← Nodes')), head,
     h('div', { class: 'columns' },
       section('Facts', facts),
-      section('Health', charts, note)),
+      Object.assign(section('Health', charts, note), { className: 'card health-card' })),
     h('div', { class: 'columns' },
       section('Pins', pins),
       section('Recent events', recent)));
