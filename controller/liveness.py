@@ -36,6 +36,7 @@ class Liveness:
         self._store = store
         self._listeners = listeners if listeners is not None else []
         self._restarted: set[str] = set()
+        self._last_check: float | None = None
         self._interval = heartbeat_interval
         self._missed = missed_heartbeats
         self.timeout = heartbeat_interval * missed_heartbeats
@@ -79,8 +80,20 @@ class Liveness:
                          if s == node_status.OFFLINE.encode()}
 
     async def check(self) -> None:
-        store = self._store
         now = self._clock()
+        late = (time.monotonic() - self._last_check - self.tick
+                if self._last_check is not None else 0.0)
+        if late > self.timeout / 2:
+            # This process was stalled (paused VM, swap storm): every node would look
+            # silent, though the silence was ours. Judge again on the next, timely tick.
+            logger.warning("liveness check ran %.1fs late; not judging this round", late)
+            self._last_check = time.monotonic()
+            return
+        await self._judge(now)
+        self._last_check = time.monotonic()
+
+    async def _judge(self, now: float) -> None:
+        store = self._store
         cutoff = now - self.timeout
         stale = await store.redis.zrangebyscore(store.keys.heartbeats, "-inf", f"({cutoff}",
                                                 withscores=True)

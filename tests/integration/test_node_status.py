@@ -47,3 +47,23 @@ async def test_unknown_node_and_status_are_refused(redis_url: str) -> None:
     with pytest.raises(ValueError, match="unknown node status"):
         await set_node_status(store, "ghost", "sleeping", "x")
     await redis.aclose()
+
+
+async def test_liveness_does_not_blame_nodes_for_its_own_stall(redis_url: str) -> None:
+    import time
+
+    from controller.liveness import Liveness
+
+    redis = connect(redis_url)
+    store = Store(redis, Keys(), stream_maxlen=1000)
+    await redis.hset(store.keys.node("pi-1"), mapping={"status": "ready"})
+    await redis.sadd(store.keys.nodes, "pi-1")
+    await redis.zadd(store.keys.heartbeats, {"pi-1": time.time() - 60})
+    liveness = Liveness(store, heartbeat_interval=1.0, missed_heartbeats=3)
+    liveness._last_check = time.monotonic() - 30  # as if this process had been paused
+    await liveness.check()
+    assert await status_events(store, "pi-1") == []
+    await liveness.check()  # the next, timely tick judges
+    found = await status_events(store, "pi-1")
+    assert [e.data["status"] for e in found] == ["offline"]
+    await redis.aclose()
