@@ -59,7 +59,7 @@ def namespaces_usable() -> str | None:
     return None
 
 
-def k3s_script(registry: Path, k3s_binary: Path) -> str:
+def k3s_script(registry: Path, k3s_binary: Path, install_seconds: float = 0.0) -> str:
     versions = "|".join(KNOWN_VERSIONS)
     return f"""#!/bin/sh
 # Stand-in for the K3s installer: records its arguments and environment and creates the
@@ -75,6 +75,7 @@ case "${{INSTALL_K3S_VERSION:-}}" in
   *) echo "[ERROR]  Download failed: no K3s release ${{INSTALL_K3S_VERSION}}" >&2; exit 1 ;;
 esac
 started=$(date +%s.%N)
+sleep {install_seconds}
 role=$1; shift
 name=$(hostname)
 for a in "$@"; do case "$a" in --node-name=*) name=${{a#--node-name=}} ;; esac; done
@@ -321,7 +322,8 @@ class Fleet:
     """A bridge with fake Pis on it; the controller side talks to them from the root
     namespace through the bridge address."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, install_seconds: float = 0.0) -> None:
+        self.install_seconds = install_seconds
         self.run = f"pc{secrets.token_hex(3)}"
         self.bridge = f"pcb{self.run[2:]}"
         octet = 100 + secrets.randbelow(150)
@@ -339,7 +341,8 @@ class Fleet:
         binary = self.bundle / "k3s"
         binary.write_text(k3s_binary(self.registry))
         binary.chmod(0o755)
-        (self.bundle / "install.sh").write_text(k3s_script(self.registry, binary))
+        (self.bundle / "install.sh").write_text(
+            k3s_script(self.registry, binary, self.install_seconds))
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         sh("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")

@@ -7,6 +7,7 @@ what it was asked and creates the files K3s would. The controller runs in this p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -115,6 +116,7 @@ async def harness(redis_url: str, tmp_path: Path, fleet: fakepi.Fleet
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.wait_for(app[appkeys.BOOTSTRAPPED].wait(), 20)  # admin token in place
     client = aioredis.Redis.from_url(redis_url)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
         yield Harness(f"http://127.0.0.1:{port}", app, fleet, http, client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from common.keys import Keys
+from controller import appkeys
 from controller.provision import model
 from controller.provision.redact import Redactor
 from tests.support.processes import ADMIN_TOKEN
@@ -48,6 +50,7 @@ async def start(redis_url: str, state: Path) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.wait_for(app[appkeys.BOOTSTRAPPED].wait(), 20)  # admin token in place
     return runner, f"http://127.0.0.1:{port}"
 
 
