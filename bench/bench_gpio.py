@@ -132,8 +132,9 @@ async def run(changes: int, burst: int) -> None:
                 await asyncio.gather(reader, return_exceptions=True)
     finally:
         await redis.aclose()
-        agent.stop()
-        ctl.stop()
+        # In threads: the fake pigpiod lives on this loop and must answer while they stop.
+        await asyncio.to_thread(agent.stop)
+        await asyncio.to_thread(ctl.stop)
         await daemon.stop()
         redis_server.stop()
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import socket
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -61,6 +62,9 @@ class DaemonBackend:
         self._health: asyncio.Task[None] | None = None
         self._reconnected: list[Callable[[], None]] = []
         self._opening = False
+        self._busy = 0
+        """Worker threads inside a client call (one stays there while the daemon stalls)."""
+        self._busy_lock = threading.Lock()
 
     @property
     def address(self) -> str:
@@ -96,10 +100,18 @@ class DaemonBackend:
                 watch.debouncer.cancel()
             self._watches.clear()
             client, self._client = self._client, None
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(self._timeout):
-                        await asyncio.to_thread(self._stop, client)
+            if client is None:
+                return
+            if self._busy:
+                # A thread is still blocked on the daemon: wake it by closing the sockets,
+                # or the process could not exit (the executor waits for its threads).
+                self._abandon(client)
+                return
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._thread(lambda: self._stop(client))
+            except Exception:  # noqa: BLE001 - whatever went wrong, let go of it all
+                self._abandon(client)
 
     def on_reconnect(self, callback: Callable[[], None]) -> None:
         self._reconnected.append(callback)
@@ -118,7 +130,7 @@ class DaemonBackend:
             return self._client
         try:
             async with asyncio.timeout(self._timeout):
-                client = await asyncio.to_thread(self._connect)
+                client = await self._thread(self._connect)
         except TimeoutError as err:
             raise BackendError(f"{self.daemon} at {self.address} did not answer") from err
         except self.library_error as err:
@@ -149,7 +161,7 @@ class DaemonBackend:
     async def _in_thread(self, what: str, fn: Callable[[], T]) -> T:
         try:
             async with asyncio.timeout(self._timeout):
-                return await asyncio.to_thread(fn)
+                return await self._thread(fn)
         except self.library_error as err:
             reason = getattr(err, "value", err)  # the clients' str() is a repr
             raise BackendError(f"{self.daemon} refused {what}: {reason}") from err
@@ -162,6 +174,18 @@ class DaemonBackend:
             self._drop(f"{what} failed: {type(err).__name__}")
             raise BackendError(f"lost the connection to {self.daemon} at {self.address} "
                                f"during {what}") from err
+
+    def _thread(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        def run() -> T:
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                return fn()
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
+
+        return asyncio.get_running_loop().run_in_executor(None, run)
 
     async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
         async with self._lock:

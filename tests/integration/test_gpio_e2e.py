@@ -6,6 +6,7 @@ talks to a pigpiod-protocol server run by the test (tests/support/pigpiod.py).
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -119,9 +120,11 @@ async def make_rig(redis_url: str, daemon: FakePigpiod, tmp: Path) -> AsyncItera
                 yield rig
             finally:
                 if rig.agent is not None:
-                    rig.agent.stop()
+                    # In a thread: the fake daemons live on this loop and must keep
+                    # answering while the agent shuts down.
+                    await asyncio.to_thread(rig.agent.stop)
     finally:
-        ctl.stop()
+        await asyncio.to_thread(ctl.stop)
 
 
 @pytest.fixture
@@ -253,7 +256,7 @@ async def test_validation_errors_name_the_field(rig: Rig) -> None:
 async def test_offline_node_keeps_the_command_pending_until_it_returns(rig: Rig) -> None:
     await rig.start_agent()
     assert rig.agent is not None
-    rig.agent.stop()
+    await asyncio.to_thread(rig.agent.stop)
     created = await rig.create("porch", pin=17, mode="output", state="high")
     assert created["status"]["phase"] == "Pending"
     assert (await rig.get("porch"))["status"]["phase"] == "Pending"
@@ -314,7 +317,7 @@ async def test_restarted_agent_reapplies_the_declared_state(rig: Rig) -> None:
                      what="declared state applied")
     assert rig.agent is not None
     rig.agent.signal(signal.SIGTERM)
-    assert rig.agent.wait(15) == 0
+    assert await asyncio.to_thread(rig.agent.wait, 15) == 0
     daemon.reset()  # the Pi rebooted: every pin back to an input
     assert daemon.level(17) == 0
     await rig.start_agent()

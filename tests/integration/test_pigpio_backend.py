@@ -222,3 +222,17 @@ def _no_stray_threads() -> Iterator[None]:
     while not settled() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert settled(), "a pigpio notification thread outlived its client"
+
+
+async def test_close_does_not_wait_for_a_stalled_pigpiod(daemon: FakePigpiod) -> None:
+    backend = PigpioBackend("127.0.0.1", daemon.port, timeout=30.0)
+    await backend.open()
+    stall = daemon.stall_write(17)
+    write = asyncio.create_task(backend.write(17, 1))
+    await wait_until(stall.reached.is_set, 5, what="the WRITE to stall")
+    write.cancel()  # as the agent's shutdown cancels its tasks
+    async with asyncio.timeout(3):
+        await backend.close()
+    # The sockets were closed under the blocked thread, so it ends and the process can exit.
+    await wait_until(lambda: stall.dropped, 5, what="the stalled connection to close")
+    assert daemon.level(17) == 0
