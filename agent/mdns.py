@@ -9,7 +9,6 @@ The service is unregistered (a goodbye packet) when the task is cancelled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Sequence
@@ -84,10 +83,10 @@ class Advertiser:
             # A name already taken (a second agent with the same node id) is renamed by
             # zeroconf rather than refused: both stay visible and the controller sees the
             # clash through the equal node_id TXT.
-            await zc.async_register_service(info, allow_name_change=True)
+            announced = await zc.async_register_service(info, allow_name_change=True)
+            await announced
             logger.info("advertising %s on %s", info.name, ", ".join(addresses))
             await asyncio.Event().wait()
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(zc.async_unregister_all_services())
+            # Sends the goodbye packets, so browsers drop the record at once, not at its TTL.
             await asyncio.shield(zc.async_close())

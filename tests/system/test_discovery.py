@@ -197,3 +197,39 @@ async def test_manual_registration_and_subnet_scan(
         ctl.stop()
         redis.stop()
     assert "Traceback" not in ctl.log()
+
+
+async def test_agent_advertises_and_says_goodbye_on_stop(lan: Lan, tmp_path: Path) -> None:
+    from zeroconf import IPVersion, ServiceStateChange
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+    redis = lab.LabRedis(lan, tmp_path / "redis")
+    await redis.wait()
+    ns, ip = lan.add(31)
+    changes: list[tuple[str, ServiceStateChange]] = []
+    azc = AsyncZeroconf(interfaces=[lan.gateway], ip_version=IPVersion.V4Only)
+
+    def on_change(zeroconf: object, service_type: str, name: str,
+                  state_change: ServiceStateChange) -> None:
+        changes.append((name, state_change))
+
+    browser = AsyncServiceBrowser(azc.zeroconf, ["_pi-agent._tcp.local."],
+                                  handlers=[on_change])
+    pi = lab.agent(lan, ns, ip, "pi-adv", redis.lan_url, tmp_path / "agent.log")
+    try:
+        name = "pi-adv._pi-agent._tcp.local."
+        await wait_until(lambda: (name, ServiceStateChange.Added) in changes, 20,
+                         what="the agent's record")
+        info = AsyncServiceInfo("_pi-agent._tcp.local.", name)
+        assert await info.async_request(azc.zeroconf, 3000)
+        assert info.parsed_addresses(IPVersion.V4Only) == [ip]
+        assert info.properties[b"node_id"] == b"pi-adv"
+        assert info.properties[b"arch"] and info.properties[b"version"]
+        pi.stop()
+        await wait_until(lambda: (name, ServiceStateChange.Removed) in changes, 10,
+                         what="the goodbye packet")
+    finally:
+        pi.kill()
+        await browser.async_cancel()
+        await azc.async_close()
+        redis.stop()
