@@ -23,6 +23,7 @@ from controller.state import Store
 logger = logging.getLogger(__name__)
 
 SOURCE = "health"
+ATTEMPTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,10 @@ class HealthAlerts:
         for verdict in evaluate(node_id, metrics, active, self._limits):
             if verdict.alerting == (verdict.condition in active):
                 continue
-            if await self._transition(node_id, verdict):
+            done = await self._transition(node_id, verdict)
+            if done is None:
+                continue  # not recorded: the next report tries again
+            if done:
                 logger.log(logging.WARNING if verdict.alerting else logging.INFO, "%s",
                            verdict.message)
             if verdict.alerting:
@@ -139,12 +143,15 @@ class HealthAlerts:
             else:
                 active.discard(verdict.condition)
 
-    async def _transition(self, node_id: str, verdict: Verdict) -> bool:
-        """Raise or clear one alert with its log event, once (False if already so)."""
+    async def _transition(self, node_id: str, verdict: Verdict) -> bool | None:
+        """Raise or clear one alert with its log event, once.
+
+        True when this call did, False when it was so already, None when contention won.
+        """
         store = self._store
         key, field = store.keys.health_alerts, f"{node_id}|{verdict.condition}"
         level: events.Level = "warning" if verdict.alerting else "info"
-        while True:
+        for _ in range(ATTEMPTS):
             async with store.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(key)
@@ -161,6 +168,9 @@ class HealthAlerts:
                     return True
                 except WatchError:
                     continue
+        logger.warning("%s: alert for %s not recorded (contention); next report retries",
+                       node_id, verdict.condition)
+        return None
 
     @staticmethod
     async def forget(store: Store, node_id: str) -> None:

@@ -22,6 +22,7 @@ import msgspec
 from redis.exceptions import WatchError
 
 from common import events
+from common.errors import TemporaryError
 from controller.discovery.recognise import Sighting, node_id_for, pi_evidence
 from controller.node_status import DISCOVERED
 from controller.state import Store
@@ -29,6 +30,8 @@ from controller.state import Store
 logger = logging.getLogger(__name__)
 
 PROBLEMS_KEPT = 200
+ATTEMPTS = 50
+"""WATCH retries: the node hash also takes its agent's heartbeats, each a retry at worst."""
 _json = msgspec.json.Encoder()
 
 
@@ -50,7 +53,7 @@ async def record(store: Store, s: Sighting, *, name: str = "", error: str = "") 
     """Record a sighting of a machine to be kept as a node; emits node.discovered once."""
     strong, weak = aliases(s)
     key = store.keys.discovered
-    while True:
+    for _ in range(ATTEMPTS):
         async with store.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(key)
@@ -83,6 +86,7 @@ async def record(store: Store, s: Sighting, *, name: str = "", error: str = "") 
             logger.info("discovered %s at %s (%s, %s)", node_id, s.address, s.source,
                         pi_evidence(s) or "registered by hand")
         return Recorded(node_id, created)
+    raise TemporaryError(f"recording {s.address}: too much contention, try again")
 
 
 async def _known(pipe: Any, key: str, strong: list[str], weak: list[str]) -> str | None:
