@@ -39,7 +39,8 @@ def manifest(name: str, node: str = NODE, **spec: object) -> dict[str, object]:
 @dataclass
 class Rig:
     redis_url: str
-    controller: Proc
+    controller: Any
+    """A controller process, or the in-process one (anything with a ``url``)."""
     daemon: FakePigpiod
     http: aiohttp.ClientSession
     tmp: Path
@@ -48,11 +49,11 @@ class Rig:
 
     @property
     def api(self) -> str:
-        return f"{self.controller.url}/api/v1"  # type: ignore[attr-defined]
+        return f"{self.controller.url}/api/v1"
 
     @property
     def ws_url(self) -> str:
-        return f"{self.controller.url.replace('http', 'ws')}/ws"  # type: ignore[attr-defined]
+        return f"{self.controller.url.replace('http', 'ws')}/ws"
 
     async def start_agent(self, *extra: str) -> Proc:
         self.starts += 1
@@ -217,8 +218,14 @@ async def test_backend_errors_are_an_error_status_and_a_warning_not_a_crash(rig:
         assert rig.agent is not None and rig.agent.running
 
 
-async def test_validation_errors_name_the_field(rig: Rig) -> None:
-    await rig.start_agent()
+async def test_validation_errors_name_the_field(controller: Any, http: aiohttp.ClientSession,
+                                               redis_url: str, daemon: FakePigpiod,
+                                               tmp_path: Path) -> None:
+    # The controller alone decides these: in-process, with the node known but no agent.
+    client = aioredis.Redis.from_url(redis_url)
+    await client.sadd(Keys().nodes, NODE)
+    await client.aclose()
+    rig = Rig(redis_url, controller, daemon, http, tmp_path)
     await rig.create("taken", pin=17, mode="output", state="low")
     await rig.create("sensor", pin=6, mode="input")
     cases: list[tuple[str, str, dict[str, object], int, str]] = [
