@@ -1,8 +1,9 @@
 """The Web UI in headless Chromium against real processes: Redis, the controller, sim agents.
 
 The tests share one environment and run in file order, from looking to changing to breaking:
-log in, see nodes, drive GPIO, watch inputs and events, then stop an agent and restart the
-controller. Each also writes desktop and phone screenshots of its page to docs/screenshots/.
+log in, see nodes, drive GPIO, watch inputs and events, then kill agents and restart the
+controller, and last provision a cluster (which needs no agent, only the node's address).
+Most also write desktop and phone screenshots of their page to docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,8 +73,34 @@ class Env:
         # Quick liveness so a silent node is noticed within about a second.
         self.controller = processes.controller(
             self.redis_url, self.tmp / "controller.log", port=self.port,
-            extra=["--heartbeat-interval", "0.5", "--missed-heartbeats", "2"]).start()
+            extra=["--heartbeat-interval", "0.5", "--missed-heartbeats", "2"],
+            env={"PYTHONFAULTHANDLER": "1"}).start()
         return self.controller
+
+    def start_agent(self, node: str) -> processes.Proc:
+        self.agents[node] = processes.agent(
+            self.redis_url, node, self.tmp / f"{node}.log",
+            extra=["--gpio", "sim", "--sim-input-interval", "0.4", "--health-interval", "1",
+                   "--reconcile-interval", "30"]).start()
+        return self.agents[node]
+
+    def stop_controller(self, timeout: float = 15.0, *, strict: bool = True) -> None:
+        """SIGTERM; if it does not exit, SIGABRT makes it log every thread's stack.
+
+        Not strict at teardown: a slow shutdown there is left to the controller's own tests
+        (the stacks stay in the log), it is not what these tests are about.
+        """
+        proc = self.controller
+        assert proc.process is not None
+        proc.signal(signal.SIGTERM)
+        try:
+            proc.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.signal(signal.SIGABRT)
+            proc.process.wait(10)
+            if strict:
+                raise AssertionError(f"controller still running {timeout}s after SIGTERM:\n"
+                                     f"{proc.log()[-6000:]}") from None
 
     async def status(self, method: str, path: str) -> int:
         async with aiohttp.ClientSession(headers=AUTH) as http, http.request(
@@ -96,10 +124,7 @@ async def env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactor
     env = Env(redis_server.url, tmp, controller=None, port=free_port())  # type: ignore[arg-type]
     env.start_controller()
     for node in NODES:
-        env.agents[node] = processes.agent(
-            redis_server.url, node, tmp / f"{node}.log",
-            extra=["--gpio", "sim", "--sim-input-interval", "0.4", "--health-interval", "1",
-                   "--reconcile-interval", "30"]).start()
+        env.start_agent(node)
     try:
         await processes.wait_ready(env.url, env.controller)
 
@@ -119,10 +144,9 @@ async def env(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactor
         yield env
     finally:
         for agent in env.agents.values():
-            if agent.process and agent.process.poll() is None:
-                agent.signal(signal.SIGCONT)
             agent.stop()
-        env.controller.stop()
+        if env.controller.running:
+            env.stop_controller(strict=False)
 
 
 @dataclass
@@ -243,6 +267,37 @@ async def test_viewer_sees_state_but_no_controls(env: Env, browsers: Browsers) -
         await context.close()
 
 
+async def test_admin_hands_out_an_operator_token(env: Env, browsers: Browsers) -> None:
+    page = browsers.desktop
+    await goto(page, "#/access")
+    await page.fill("#token-name", "ui-operator")
+    await page.select_option("#token-role", "operator")
+    await page.click("#token-create button[type=submit]")
+    token = await page.locator("#token-value").text_content()
+    assert token and token.startswith("pic_")
+    await expect(page.locator("#tokens tr[data-token='ui-operator']")).to_contain_text("operator")
+
+    context = await browsers.browser.new_context(viewport=DESKTOP)
+    try:
+        operator = await login(context, env.url, token)
+        await expect(operator.locator("#role")).to_have_text("operator")
+        assert await operator.locator("nav.tabs a[href='#/access']").count() == 0
+        await goto(operator, "#/gpio/pi-ui-1")
+        await expect(operator.locator(".pin-card[data-resource='led-1'] button[role=switch]")
+                     ).to_be_enabled()
+        await goto(operator, "#/clusters")
+        await expect(operator.locator("#clusters")).to_be_visible()
+        assert await operator.locator("#cluster-create").count() == 0
+    finally:
+        await context.close()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.click("#tokens tr[data-token='ui-operator'] button")
+    await expect(page.locator("#tokens tr[data-token='ui-operator']")).to_have_count(0)
+    response = await page.request.post(env.url + "/api/v1/login", data={"token": token})
+    assert response.status == 401
+
+
 async def test_flip_output_pending_until_the_agent_confirms(env: Env, browsers: Browsers
                                                            ) -> None:
     page = browsers.desktop
@@ -252,21 +307,20 @@ async def test_flip_output_pending_until_the_agent_confirms(env: Env, browsers: 
     await expect(switch).to_have_attribute("aria-checked", "false")
     await expect(card).to_have_attribute("data-pending", "false")
 
-    # Freeze the agent: the request is accepted but nobody can confirm it yet.
-    agent = env.agents["pi-ui-1"]
-    agent.signal(signal.SIGSTOP)
-    try:
-        await switch.click()
-        await expect(card).to_have_attribute("data-pending", "true")
-        await expect(switch).to_have_attribute("aria-checked", "true")
-        await expect(page.locator("#header-box g[data-resource='led-1']")).to_have_class(
-            re.compile("hdr-pending"))
-        stored = await env.api("GET", "/gpio/led-1")
-        assert stored["spec"]["state"] == "high"
-        assert stored["status"].get("state") == "low"
-        await expect(card).to_have_attribute("data-pending", "true")
-    finally:
-        agent.signal(signal.SIGCONT)
+    # The node's agent is stopped: the request is accepted but nobody can confirm it yet.
+    env.agents["pi-ui-1"].stop()
+    await expect(page.locator(".page-head .status")).to_have_attribute("data-status", "offline")
+    await switch.click()
+    await expect(card).to_have_attribute("data-pending", "true")
+    await expect(switch).to_have_attribute("aria-checked", "true")
+    await expect(page.locator("#header-box g[data-resource='led-1']")).to_have_class(
+        re.compile("hdr-pending"))
+    stored = await env.api("GET", "/gpio/led-1")
+    assert stored["spec"]["state"] == "high"
+    assert stored["status"].get("state") == "low"
+    await expect(card).to_have_attribute("data-pending", "true")
+    # Back, the agent applies what was asked while it was away and confirms it.
+    env.start_agent("pi-ui-1")
     await expect(card).to_have_attribute("data-pending", "false")
     await expect(card).to_have_attribute("data-state", "high")
     stored = await env.api("GET", "/gpio/led-1")
@@ -343,30 +397,6 @@ async def test_node_page_charts_health_and_lists_pins(env: Env, browsers: Browse
     await browsers.shoot("node", "#/nodes/pi-ui-1", "#charts svg.spark")
 
 
-async def test_clusters_create_from_nodes_and_show_a_failed_job(env: Env, browsers: Browsers
-                                                                ) -> None:
-    page = browsers.desktop
-    await goto(page, "#/clusters")
-    await expect(page.locator("h1")).to_have_text("Clusters")
-    await expect(page.locator("#clusters")).to_be_visible()
-    if await env.status("GET", "/clusters") == 404:
-        await expect(page.locator("#clusters")).to_contain_text("does not offer cluster")
-        await browsers.shoot("clusters", "#/clusters", "#clusters")
-        return
-    await page.fill("#cluster-name", "ui-lab")
-    await page.select_option("#cluster-picks select[data-node='pi-ui-1']", "server")
-    await page.click("#cluster-create button[type=submit]")
-    card = page.locator("#clusters section[data-cluster]", has_text="ui-lab")
-    await expect(card.locator(".member[data-node='pi-ui-1']")).to_be_visible()
-    await expect(card.locator(".job .step[data-step='connect']")).to_be_visible()
-    # Nothing answers SSH on this node: the step fails, live, and the job says why.
-    job = card.locator(".job").first
-    await expect(job.locator(".step[data-step='connect']")).to_have_attribute(
-        "data-status", "failed")
-    await expect(job.locator(".job-error")).to_contain_text("Connection refused")
-    await browsers.shoot("clusters", "#/clusters", "#clusters .step[data-status=failed]")
-
-
 async def test_node_goes_offline_when_its_agent_is_killed(env: Env, browsers: Browsers) -> None:
     page = browsers.desktop
     await goto(page, "#/nodes")
@@ -401,7 +431,7 @@ async def test_indicator_and_catch_up_after_controller_restart(env: Env, browser
     row = page.locator("#nodes-table tr[data-node='pi-ui-2']")
     await expect(row).to_have_attribute("data-status", "ready")
 
-    env.controller.stop()
+    env.stop_controller()
     await expect(conn).to_have_attribute("data-state", "down")
     await expect(conn).to_contain_text("Offline")
     await browsers.shoot("disconnected", "", "#conn[data-state=down]")
@@ -433,7 +463,7 @@ async def test_resync_reloads_state_when_missed_events_are_gone(env: Env, browse
     row = page.locator("#nodes-table tr[data-node='pi-ui-1']")
     await expect(row).not_to_have_attribute("data-status", "offline")
 
-    env.controller.stop()
+    env.stop_controller()
     await expect(conn).to_have_attribute("data-state", "down")
     env.agents["pi-ui-1"].signal(signal.SIGTERM)
     assert env.agents["pi-ui-1"].wait(15) == 0
@@ -453,4 +483,29 @@ async def test_resync_reloads_state_when_missed_events_are_gone(env: Env, browse
     await expect(conn).to_have_attribute("data-state", "live")
     await expect(row).to_have_attribute("data-status", "offline")
     await expect(page.locator("#notices")).to_contain_text("state reloaded")
+    assert not browsers.errors, browsers.errors
+
+
+async def test_clusters_create_from_nodes_and_show_a_failed_job(env: Env, browsers: Browsers
+                                                                ) -> None:
+    page = browsers.desktop
+    await goto(page, "#/clusters")
+    await expect(page.locator("h1")).to_have_text("Clusters")
+    await expect(page.locator("#clusters")).to_be_visible()
+    if await env.status("GET", "/clusters") == 404:
+        await expect(page.locator("#clusters")).to_contain_text("does not offer cluster")
+        await browsers.shoot("clusters", "#/clusters", "#clusters")
+        return
+    await page.fill("#cluster-name", "ui-lab")
+    await page.select_option("#cluster-picks select[data-node='pi-ui-1']", "server")
+    await page.click("#cluster-create button[type=submit]")
+    card = page.locator("#clusters section[data-cluster]", has_text="ui-lab")
+    await expect(card.locator(".member[data-node='pi-ui-1']")).to_be_visible()
+    await expect(card.locator(".job .step[data-step='connect']")).to_be_visible()
+    # Nothing answers SSH on this node: the step fails, live, and the job says why.
+    job = card.locator(".job").first
+    await expect(job.locator(".step[data-step='connect']")).to_have_attribute(
+        "data-status", "failed")
+    await expect(job.locator(".job-error")).to_contain_text("Connection refused")
+    await browsers.shoot("clusters", "#/clusters", "#clusters .step[data-status=failed]")
     assert not browsers.errors, browsers.errors

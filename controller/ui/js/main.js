@@ -9,6 +9,7 @@ import * as eventsView from './views/events.js';
 import * as gpioView from './views/gpio.js';
 import * as nodeView from './views/node.js';
 import * as nodesView from './views/nodes.js';
+import * as tokensView from './views/tokens.js';
 
 const ROUTES = [
   [/^#\/nodes\/([^/]+)$/, nodeView],
@@ -16,6 +17,7 @@ const ROUTES = [
   [/^#\/gpio(?:\/([^/]+))?$/, gpioView],
   [/^#\/clusters(?:\/([^/]+))?$/, clustersView],
   [/^#\/events$/, eventsView],
+  [/^#\/access$/, tokensView],
 ];
 const NAV = [['#/nodes', 'Nodes'], ['#/gpio', 'GPIO'], ['#/clusters', 'Clusters'], ['#/events', 'Events']];
 const HISTORY_EVENTS = 500;
@@ -173,7 +175,8 @@ class App {
     replace(root,
       h('header', { class: 'top' },
         h('a', { class: 'brand', href: '#/nodes' }, h('img', { src: '/ui/icon.svg', alt: '', width: 24, height: 24 }), h('span', {}, 'Pi-Controller')),
-        h('nav', { class: 'tabs', 'aria-label': 'Sections' }, NAV.map(([href, label]) => h('a', { href }, label))),
+        h('nav', { class: 'tabs', 'aria-label': 'Sections' }, NAV.map(([href, label]) => h('a', { href }, label)),
+          this.store.can('admin') ? h('a', { href: '#/access' }, 'Access') : null),
         conn,
         h('div', { class: 'user' },
           h('span', { class: 'user-name', title: 'signed in as' }, user.name),
