@@ -59,6 +59,16 @@ async def finished(http: aiohttp.ClientSession, url: str, job_id: str) -> dict[s
     return job
 
 
+async def bounded_cleanup(runner: web.AppRunner) -> None:
+    try:
+        await asyncio.wait_for(runner.cleanup(), 30)
+    except TimeoutError:
+        for task in asyncio.all_tasks():
+            print(f"still running: {task.get_name()}", file=sys.stderr)
+            task.print_stack(limit=8, file=sys.stderr)
+        raise SystemExit("the controller did not shut down within 30 s") from None
+
+
 async def round_trip(mode: str, root: Path, redis_url: str, install_seconds: float
                      ) -> float:
     from controller.app import create_app
@@ -117,11 +127,11 @@ async def round_trip(mode: str, root: Path, redis_url: str, install_seconds: flo
                     await finished(http, url, job["id"])
             return time.perf_counter() - started
     finally:
-        await client.flushall()
-        await client.aclose()
-        await runner.cleanup()
+        await bounded_cleanup(runner)
         await files.cleanup()
         fleet.stop()
+        await client.flushall()
+        await client.aclose()
 
 
 async def main() -> None:

@@ -387,3 +387,29 @@ async def test_key_installed_once_with_a_password_that_is_not_kept(
     assert (await h.finished(created["jobs"][0]["id"]))["status"] == "succeeded"
     everything = caplog.text + str([await h.redis.dump(k) for k in await h.redis.keys("*")])
     assert password not in everything
+
+
+async def test_job_cut_short_by_a_lease_takeover_resumes_its_step(harness: Harness) -> None:
+    h = harness
+    # An installer that takes a while, so the lease can be lost in the middle of it.
+    script = fakepi.k3s_script(h.fleet.registry, h.fleet.bundle / "k3s", install_seconds=1.5)
+    (h.fleet.bundle / "install.sh").write_text(script)
+    pi = await h.pi("pi-lease")
+    created = await h.call("POST", "/api/v1/clusters", {"name": "lease", "servers": ["pi-lease"]},
+                           status=201)
+    job_id = created["jobs"][0]["id"]
+
+    async def installing() -> bool:
+        job = await h.call("GET", f"/api/v1/jobs/{job_id}")
+        return step(job, "install_k3s")["status"] == "running"
+    await wait_until(installing, 20, interval=0.05, what="the install step to start")
+    # Another replica holds the lease for a moment: this one stops its duty mid-step.
+    await h.redis.set(h.keys.lease("provisioning"), "another-replica", px=2500)
+    done = await h.finished(job_id)
+    assert done["status"] == "succeeded", done
+    assert done["interruptions"] == 1
+    assert "--- attempt" not in step(done, "preflight")["output"]  # done steps stayed done
+    progress = [e.data for e in await h.events() if e.type == events.JOB_PROGRESS]
+    assert {"step": "job", "status": "resumed"}.items() <= next(
+        p for p in progress if p["status"] == "resumed").items()
+    assert len(installs(pi)) == 2  # the cut-short install ran again, to completion
