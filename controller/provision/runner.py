@@ -216,8 +216,15 @@ class JobRun:
             text += f" (remote error: {redact(remote)[-400:]})"
         log_event = events.system_log_created("error", text, source="provisioner",
                                               node_id=job.node_id)
-        await self.p.jobs.save(job, step.name, model.FAILED, message,
-                               extra=[lambda pipe: self.p.store.stage_event(pipe, log_event)])
+        job_event = events.job_progress(job.id, job.node_id, "job", model.FAILED,
+                                        cluster_id=job.cluster_id, message=job.error)
+        step_event = events.job_progress(job.id, job.node_id, step.name, model.FAILED,
+                                         cluster_id=job.cluster_id, message=message)
+        stage = self.p.store.stage_event
+        # In this order: the step failed, why (the log entry), then the job is over.
+        await self.p.store.commit([self.p.jobs.stage(job),
+                                   lambda pipe: stage(pipe, step_event),
+                                   lambda pipe: stage(pipe, log_event)], job_event)
         logger.warning("job %s: %s", job.id, text)
         if job.kind == "provision":
             with contextlib.suppress(StepFailed):
