@@ -112,6 +112,9 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = TaskOwner()
     tasks.start("event feed", app[appkeys.FEED].run)
     tasks.start("slow-client drain", app[appkeys.HUB].drain_slow_clients)
+    heartbeat = app[appkeys.SETTINGS].ws_heartbeat
+    if heartbeat > 0:
+        tasks.start("ws heartbeat", lambda: app[appkeys.HUB].heartbeat(heartbeat))
     tasks.start("stream trimmer", lambda: trim_by_age(app))
     yield
     await tasks.close()

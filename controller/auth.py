@@ -54,11 +54,33 @@ def requires(role: Role | None) -> Callable[[H], H]:
     return mark
 
 
+CACHE_SECONDS: Final = 2.0
+"""How long a looked-up token is trusted without asking Redis again: a reconnect storm of
+thousands of dashboards costs one lookup per token, and a revocation bites within 2 s."""
+
+
 class TokenStore:
     def __init__(self, redis: Redis, keys: Keys, session_ttl: int) -> None:
         self._redis = redis
         self._keys = keys
         self._session_ttl = session_ttl
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    async def _cached(self, key: str, load: Callable[[], Awaitable[bytes | None]]
+                      ) -> Principal | None:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        raw = await load()
+        if raw is None:
+            self._cache.pop(key, None)
+            return None
+        principal = _decoder.decode(raw)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now + CACHE_SECONDS, principal)
+        return principal
 
     async def ensure(self, token: str, name: str, role: Role) -> None:
         """Install a token given from outside (the bootstrap admin token)."""
@@ -86,10 +108,11 @@ class TokenStore:
         if not doomed:
             raise NotFoundError("token", name)
         await self._redis.hdel(self._keys.tokens, *doomed)
+        self._cache.clear()
 
     async def by_token(self, token: str) -> Principal | None:
-        raw = await self._redis.hget(self._keys.tokens, digest(token))
-        return _decoder.decode(raw) if raw else None
+        key = digest(token)
+        return await self._cached("t" + key, lambda: self._redis.hget(self._keys.tokens, key))
 
     async def open_session(self, principal: Principal) -> str:
         session = secrets.token_urlsafe(32)
@@ -98,11 +121,13 @@ class TokenStore:
         return session
 
     async def by_session(self, session: str) -> Principal | None:
-        raw = await self._redis.get(self._keys.session(digest(session)))
-        return _decoder.decode(raw) if raw else None
+        key = self._keys.session(digest(session))
+        return await self._cached("s" + key, lambda: self._redis.get(key))
 
     async def close_session(self, session: str) -> None:
-        await self._redis.delete(self._keys.session(digest(session)))
+        key = self._keys.session(digest(session))
+        self._cache.pop("s" + key, None)
+        await self._redis.delete(key)
 
     async def authenticate(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization", "")

@@ -18,7 +18,8 @@ from common import events
 from common.errors import DecodeError
 from common.keys import EVENT_FIELD, Keys
 from common.redis_client import UNAVAILABLE, Redis
-from controller.hub import Hub, Outgoing, text_frame
+from controller.hub import Hub, Outgoing
+from controller.wsframes import text_frame
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -21,12 +20,16 @@ from typing import Final, Protocol
 import msgspec
 
 from controller.subscription import Subscription
+from controller.wsframes import PING_FRAME, close_frame, text_frame
 
 logger = logging.getLogger(__name__)
 
 CLOSE_SLOW: Final = 4008
 KICK_GRACE_SECONDS: Final = 2.0
 DRAIN_INTERVAL: Final = 0.05
+SLOW_TIMEOUT: Final = 30.0
+"""Seconds a client may stay behind (its socket not draining) before it is closed, even if
+coalescing keeps its backlog small: a client that stopped reading must not linger."""
 
 STATE_KEYS: Final[dict[str, str]] = {
     "gpio.state.changed": "resource",
@@ -37,21 +40,6 @@ STATE_KEYS: Final[dict[str, str]] = {
 """State-like event types, by the subject key whose latest value is all a slow client needs."""
 
 _json: Final = msgspec.json.Encoder()
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, final text frame (server to client frames are never masked)."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 65536:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
-
-
-def close_frame(code: int, reason: str) -> bytes:
-    body = struct.pack("!H", code) + reason.encode()[:123]
-    return bytes((0x88, len(body))) + body
 
 
 def id_key(entry_id: str) -> tuple[int, int]:
@@ -84,13 +72,14 @@ class Transport(Protocol):
     def write(self, data: bytes) -> None: ...
     def get_write_buffer_size(self) -> int: ...
     def abort(self) -> None: ...
+    def close(self) -> None: ...
     def is_closing(self) -> bool: ...
 
 
 class Client:
     __slots__ = ("_abort", "backlog", "backlog_bytes", "buffered", "buffering", "closed",
-                 "dropped",
-                 "hub", "last_id", "name", "slow", "subscription", "transport")
+                 "dropped", "hub", "last_id", "last_seen", "name", "slow", "slow_since",
+                 "subscription", "transport")
 
     def __init__(self, hub: Hub, transport: Transport, subscription: Subscription,
                  name: str = "") -> None:
@@ -106,6 +95,9 @@ class Client:
         self.dropped = 0
         self.closed = False
         self.last_id: str | None = None
+        self.last_seen = 0.0
+        """Loop time the peer last sent anything (a pong counts): the heartbeat's yardstick."""
+        self.slow_since = 0.0
         self._abort: asyncio.TimerHandle | None = None
 
     def deliver(self, data: bytes, items: Sequence[Outgoing]) -> None:
@@ -117,22 +109,34 @@ class Client:
         if self.slow or self.transport.get_write_buffer_size() > self.hub.soft_limit:
             self._coalesce(items)
             return
-        self.transport.write(data)
+        try:
+            self.transport.write(data)
+        except RuntimeError:  # the socket closed under us; connection_lost will follow
+            self.closed = True
+            return
         self.last_id = items[-1].id
 
     def send(self, payload: bytes) -> None:
         """A server message of its own (ack, error, snapshot): framed and written in order."""
-        if not self.closed:
-            self.transport.write(text_frame(payload))
+        self.send_raw(text_frame(payload))
+
+    def send_raw(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            self.transport.write(data)
+        except RuntimeError:
+            self.closed = True
 
     def send_many(self, items: Sequence[Outgoing]) -> None:
         if items and not self.closed:
-            self.transport.write(b"".join(item.frame for item in items))
+            self.send_raw(b"".join(item.frame for item in items))
             self.last_id = items[-1].id
 
     def _coalesce(self, items: Sequence[Outgoing]) -> None:
         if not self.slow:
             self.slow = True
+            self.slow_since = asyncio.get_running_loop().time()
             self.hub.slow_clients.add(self)
         for item in items:
             key = item.coalesce_key
@@ -178,6 +182,7 @@ class Client:
         self.hub.kicked += 1
         with contextlib.suppress(Exception):  # the socket may be gone already; abort below
             self.transport.write(close_frame(code, reason))
+            self.transport.close()  # flushes what is queued, then closes
         self._abort = asyncio.get_running_loop().call_later(
             KICK_GRACE_SECONDS, self.transport.abort)
 
@@ -241,16 +246,40 @@ class Hub:
                 client.deliver(data, matched)
 
     async def drain_slow_clients(self) -> None:
-        """Give slow clients their coalesced backlog once their socket has room again."""
+        """Give slow clients their coalesced backlog once their socket has room again; close
+        those that stay behind for SLOW_TIMEOUT."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(DRAIN_INTERVAL)
+            now = loop.time()
             for client in list(self.slow_clients):
-                if client.closed:
+                if client.closed or client.transport.is_closing():
                     self.slow_clients.discard(client)
                 elif client.transport.get_write_buffer_size() <= self.soft_limit // 2:
                     client.flush_backlog()
                     if not client.slow:
                         self.slow_clients.discard(client)
+                elif now - client.slow_since > SLOW_TIMEOUT:
+                    client.kick(CLOSE_SLOW, f"slow consumer; resume with since="
+                                f"{client.last_id or ''}")
+
+    async def heartbeat(self, interval: float) -> None:
+        """Ping every client each interval; one that sent nothing for two intervals (not
+        even a pong) is gone: drop it. One timer for all, not one per connection."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            deadline = loop.time() - 2 * interval
+            for members in list(self._groups.values()):
+                for client in list(members):
+                    if client.closed:
+                        continue
+                    if client.last_seen < deadline:
+                        logger.info("/ws client %s missed its pongs; dropping it", client.name)
+                        client.closed = True
+                        client.transport.abort()
+                    else:
+                        client.send_raw(PING_FRAME)
 
     def close_all(self, code: int, reason: str) -> None:
         for members in list(self._groups.values()):

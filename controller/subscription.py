@@ -33,6 +33,13 @@ def _split(value: Any, name: str) -> frozenset[str]:
     return frozenset(items)
 
 
+def _freeze(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+_INTERN_MAX = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
     types: frozenset[str] = frozenset()
@@ -45,6 +52,19 @@ class Subscription:
     @classmethod
     def parse(cls, *, types: Any = None, node: Any = None, cluster: Any = None,
               resource: Any = None) -> Subscription:
+        """The subscription for these filters; equal filters give the same shared object, so
+        thousands of dashboards with one filter cost one Subscription, not thousands."""
+        key = (_freeze(types), _freeze(node), _freeze(cluster), _freeze(resource))
+        cached = _INTERNED.get(key)
+        if cached is None:
+            cached = cls._build(types, node, cluster, resource)
+            if len(_INTERNED) >= _INTERN_MAX:
+                _INTERNED.clear()
+            _INTERNED[key] = cached
+        return cached
+
+    @classmethod
+    def _build(cls, types: Any, node: Any, cluster: Any, resource: Any) -> Subscription:
         type_set = _split(types, "types")
         known = set(events.EVENT_TYPES)
         exact: set[str] = set()
@@ -87,3 +107,6 @@ class Subscription:
     def describe(self) -> dict[str, list[str]]:
         return {"types": sorted(self.types), "node": sorted(self.nodes),
                 "cluster": sorted(self.clusters), "resource": sorted(self.resources)}
+
+
+_INTERNED: dict[tuple[Any, ...], Subscription] = {}

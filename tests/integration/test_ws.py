@@ -21,6 +21,7 @@ from controller import appkeys
 from tests.conftest import RunningController
 from tests.support import processes
 from tests.support.processes import ADMIN_TOKEN
+from tests.support.waiting import wait_until
 from tests.support.wsclient import WsRecorder
 
 KEYS = Keys()
@@ -349,3 +350,38 @@ async def test_events_history_endpoint(controller: RunningController,
         assert response.status == 422
         assert (await response.json())["field"] == "since"
     assert time.monotonic() - started < 30
+
+
+async def test_heartbeat_drops_a_peer_that_never_answers_and_keeps_one_that_does(
+        redis_url: str) -> None:
+    from aiohttp import web
+
+    from controller.app import create_app
+    from controller.settings import ControllerSettings
+    from tests.support.redis_server import free_port
+
+    port = free_port()
+    app = create_app(ControllerSettings(redis_url=redis_url, port=port,
+                                        admin_token=ADMIN_TOKEN, ws_heartbeat=0.2))
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await app[appkeys.BOOTSTRAPPED].wait()
+        hub = app[appkeys.HUB]
+        reader, writer = await stuck_client(f"ws://127.0.0.1:{port}/ws")
+        async with aiohttp.ClientSession(headers=AUTH) as http, WsRecorder(
+                http, f"ws://127.0.0.1:{port}/ws") as ws:  # reads, so it answers pings
+            # The silent one never answers: within a few intervals it is dropped.
+            received = await asyncio.wait_for(reader.read(), 10)  # ends at the abort
+            after_handshake = received.split(b"\r\n\r\n", 1)[1]
+            assert after_handshake.startswith(b"\x89\x00")  # it was pinged first
+            await wait_until(lambda: len(hub) == 1, 5, what="only the live client left")
+            await asyncio.sleep(1.0)  # five more intervals: the answering client stays
+            assert len(hub) == 1
+            await ws.send({"op": "ping", "ref": 1})
+            await ws.wait_for(lambda m: m.get("type") == "ws.pong")
+            assert ws.close_code is None
+        writer.close()
+    finally:
+        await runner.cleanup()

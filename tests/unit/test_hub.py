@@ -8,8 +8,9 @@ import struct
 
 import pytest
 
-from controller.hub import CLOSE_SLOW, Client, Hub, Outgoing, text_frame
+from controller.hub import CLOSE_SLOW, Client, Hub, Outgoing
 from controller.subscription import Subscription
+from controller.wsframes import text_frame
 
 
 class FakeSocket:
@@ -20,6 +21,7 @@ class FakeSocket:
         self.stuck = False
         self.backlog = 0
         self.aborted = False
+        self.closed = False
 
     def write(self, data: bytes) -> None:
         if self.stuck:
@@ -31,6 +33,9 @@ class FakeSocket:
 
     def abort(self) -> None:
         self.aborted = True
+
+    def close(self) -> None:
+        self.closed = True
 
     def is_closing(self) -> bool:
         return self.aborted
