@@ -26,22 +26,25 @@ UNAVAILABLE_OR_TIMEOUT: tuple[type[Exception], ...] = (*UNAVAILABLE, TimeoutErro
 
 
 def connect(url: str, *, retries: int = 3, socket_timeout: float | None = 10.0,
-            max_connections: int | None = None) -> Redis:
+            max_connections: int = 64) -> Redis:
     """A client that retries a failed command a few times with jittered exponential backoff.
 
     Nothing is sent until the first command. ``socket_timeout`` must exceed any BLOCK time
-    used on this client. Replies stay bytes: the callers decode what they need.
+    used on this client. The pool is bounded and blocking: a burst (a thousand dashboards
+    reconnecting at once) waits for a connection instead of failing. Replies stay bytes.
     """
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=20,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         socket_connect_timeout=3.0,
         socket_timeout=socket_timeout,
         health_check_interval=15,
-        max_connections=max_connections,
         decode_responses=False,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
 async def wait_until_ready(client: Redis, url: str, *, timeout: float | None = 30.0) -> None:

@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 READ_COUNT = 500
 BLOCK_MS = 2000
+LINGER_WHEN_FASTER_THAN = 0.005
+LINGER = 0.002
+"""When events come faster than one per 5 ms, wait 2 ms before the next read so that what
+arrives meanwhile leaves in the same write to each client: at 1,000 events/s that is a third
+of the socket writes, for at most 2 ms of added latency. Slower feeds are never delayed."""
 
 
 def outgoing(entry_id: str, event: events.Event) -> Outgoing:
@@ -61,6 +66,8 @@ class Feed:
 
     async def _read_forever(self) -> None:
         stream = self._keys.events
+        loop = asyncio.get_running_loop()
+        previous = 0.0
         while True:
             reply = await self._redis.xread({stream: self.position}, count=READ_COUNT,
                                             block=BLOCK_MS)
@@ -79,6 +86,10 @@ class Feed:
                     listener(event)
             self.position = reply[0][1][-1][0].decode()
             self._hub.publish(batch)
+            now = loop.time()
+            if now - previous < LINGER_WHEN_FASTER_THAN:
+                await asyncio.sleep(LINGER)
+            previous = now
 
     async def _dead_letter(self, entry_id: str, fields: dict[bytes, bytes],
                            err: Exception) -> None:
