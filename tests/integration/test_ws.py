@@ -385,3 +385,19 @@ async def test_heartbeat_drops_a_peer_that_never_answers_and_keeps_one_that_does
         writer.close()
     finally:
         await runner.cleanup()
+
+
+async def test_plain_http_and_protocol_breakers(controller: RunningController,
+                                                http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{controller.url}/ws") as response:
+        assert response.status == 400
+        assert "WebSocket" in (await response.json())["message"]
+    reader, writer = await stuck_client(controller.ws_url)
+    try:
+        writer.write(b"\x81\x02hi")  # an unmasked client frame: forbidden by RFC 6455
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 5)
+        close = data.split(b"\r\n\r\n", 1)[1]
+        assert close[:1] == b"\x88" and int.from_bytes(close[2:4], "big") == 1002
+    finally:
+        writer.close()
