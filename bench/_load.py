@@ -16,6 +16,8 @@ from typing import Any
 from _reference import Reference
 
 PUBLISHER = Path(__file__).resolve().parent / "_publisher.py"
+AGENT_PUBLISHER = Path(__file__).resolve().parent / "_agent_publisher.py"
+"""Format "agent": events written through the agent's own outbox (bench_pipeline.py)."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class Feed:
 async def publish(feed: Feed, rate: float, count: int, core: int, *, burst: bool = False
                   ) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        "taskset", "-c", str(core), sys.executable, str(PUBLISHER), "--redis-url",
+        "taskset", "-c", str(core), sys.executable,
+        str(AGENT_PUBLISHER if feed.format == "agent" else PUBLISHER), "--redis-url",
         feed.redis_url, "--stream", feed.stream, "--field", feed.field, "--format", feed.format,
         "--rate", str(rate), "--count", str(count), *(["--burst"] if burst else []),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
