@@ -9,6 +9,7 @@ from common.errors import ValidationError
 from common.keys import EVENT_FIELD
 from controller import appkeys
 from controller.api.errors import json_response
+from controller.state import Store
 from controller.subscription import Subscription
 from controller.ws import parse_since
 
@@ -30,36 +31,34 @@ async def list_events(request: web.Request) -> web.Response:
                                       cluster=query.get("cluster"),
                                       resource=query.get("resource"))
     store = request.app[appkeys.STORE]
-    items: list[events.Event] = []
     if since is None:
-        # The latest `limit` matching events, oldest first.
-        position = "+"
-        while len(items) < limit:
-            page = await store.redis.xrevrange(store.keys.events, max=position, count=limit)
-            if not page:
-                break
-            for raw_id, fields in page:
-                event = _decode(raw_id, fields)
-                if event and subscription.matches(event.type, event.node_id, event.cluster_id,
-                                                  event.resource):
-                    items.append(event)
-            position = f"({page[-1][0].decode()}"
-        items = items[:limit][::-1]
+        # The latest `limit` matching events, read newest first, returned oldest first.
+        items = (await _matching(store, subscription, limit, newest_first=True))[::-1]
     else:
-        position = f"({since}"
-        while len(items) < limit:
-            page = await store.redis.xrange(store.keys.events, min=position, count=limit)
-            if not page:
-                break
-            for raw_id, fields in page:
-                event = _decode(raw_id, fields)
-                if event and subscription.matches(event.type, event.node_id, event.cluster_id,
-                                                  event.resource):
-                    items.append(event)
-            position = f"({page[-1][0].decode()}"
-        items = items[:limit]
+        items = await _matching(store, subscription, limit, after=since)
     last = items[-1].id if items else since
     return json_response({"items": items, "count": len(items), "last_id": last})
+
+
+async def _matching(store: Store, subscription: Subscription, limit: int, *,
+                    after: str | None = None, newest_first: bool = False) -> list[events.Event]:
+    """Up to ``limit`` events the subscription matches, paging through the stream."""
+    items: list[events.Event] = []
+    position = "+" if newest_first else f"({after or '0-0'}"
+    while len(items) < limit:
+        if newest_first:
+            page = await store.redis.xrevrange(store.keys.events, max=position, count=limit)
+        else:
+            page = await store.redis.xrange(store.keys.events, min=position, count=limit)
+        if not page:
+            break
+        for raw_id, fields in page:
+            event = _decode(raw_id, fields)
+            if event and subscription.matches(event.type, event.node_id, event.cluster_id,
+                                              event.resource):
+                items.append(event)
+        position = f"({page[-1][0].decode()}"
+    return items[:limit]
 
 
 def _decode(raw_id: bytes, fields: dict[bytes, bytes]) -> events.Event | None:
