@@ -142,7 +142,14 @@ async def run(agents: int, interval: float, missed: int, window: float) -> None:
                   f" above the no-agent baseline {max(others, 0) / beats:.4f})")
 
             # Detection delay: one agent stops.
-            victim = ids[len(ids) // 2]
+            # Detection delay: one agent that is ready now stops.
+            statuses = await asyncio.gather(*(client.hget(keys.node(n), "status")
+                                              for n in ids[len(ids) // 2:]))
+            victim = next((n for n, st in zip(ids[len(ids) // 2:], statuses, strict=True)
+                           if st == b"ready"), None)
+            if victim is None:
+                print("detection: not measured, no node is ready (the run is overloaded)")
+                return
             victim_task = next(t for t in tasks if t.get_name() == victim)
             victim_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -150,19 +157,25 @@ async def run(agents: int, interval: float, missed: int, window: float) -> None:
             stopped = time.time()
             last = await client.zscore(keys.heartbeats, victim)
             position = (await client.xrevrange(keys.events, count=1))[0][0]
-            found = None
-            async with asyncio.timeout(missed * interval * 4 + 10):
-                while found is None:
-                    reply = await client.xread({keys.events: position}, block=1000)
-                    for entry_id, fields in reply[0][1] if reply else []:
-                        position = entry_id
-                        event = events.decode(fields[EVENT_FIELD], entry_id.decode())
-                        if event.type == events.NODE_STATUS_CHANGED and \
-                                event.node_id == victim and event.data["status"] == "offline":
-                            found = int(entry_id.decode().split("-")[0]) / 1000
-            print(f"detection: offline {found - last:.2f}s after its last beat "
-                  f"({found - stopped:.2f}s after it stopped); configured {missed} x "
-                  f"{interval:g}s = {missed * interval:g}s")
+            found: float | None = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(missed * interval * 4 + 10):
+                    while found is None:
+                        reply = await client.xread({keys.events: position}, block=1000)
+                        for entry_id, fields in reply[0][1] if reply else []:
+                            position = entry_id
+                            event = events.decode(fields[EVENT_FIELD], entry_id.decode())
+                            if (event.type == events.NODE_STATUS_CHANGED
+                                    and event.node_id == victim
+                                    and event.data["status"] == "offline"):
+                                found = int(entry_id.decode().split("-")[0]) / 1000
+            if found is None or last is None:
+                print(f"detection: {victim} was not marked offline within "
+                      f"{missed * interval * 4 + 10:g}s")
+            else:
+                print(f"detection: offline {found - last:.2f}s after its last beat "
+                      f"({found - stopped:.2f}s after it stopped); configured {missed} x "
+                      f"{interval:g}s = {missed * interval:g}s")
             offline = [e.node_id for e in (events.decode(f[EVENT_FIELD], i.decode())
                                            for i, f in await client.xrange(keys.events))
                        if e.type == events.NODE_STATUS_CHANGED and e.data["status"] == "offline"]
