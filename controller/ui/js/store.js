@@ -241,16 +241,19 @@ export class Store {
     const name = pin.metadata.name;
     const current = this.pins.get(name);
     const p = this.pending.get(name);
-    if (p && requestId && p.requestId === requestId) {
-      p.generation = pin.metadata.generation;
-      if (this.confirmed.has(requestId)) {
-        // The agent's confirmation raced ahead of this answer: keep its status.
-        this.pending.delete(name);
-        this.pins.set(name, { ...pin, status: { ...current?.status, observedGeneration: pin.metadata.generation, phase: 'Applied' } });
-        this.changed('gpio');
-        return;
-      }
-      if (current) pin = { ...pin, status: { ...pin.status, state: current.status?.state ?? pin.status?.state } };
+    const mine = p && requestId && p.requestId === requestId;
+    if (requestId && this.confirmed.has(requestId)) {
+      // The agent's confirmation raced ahead of this answer: its status is the newer one.
+      if (mine) this.pending.delete(name);
+      const observed = Math.max(current?.status?.observedGeneration || 0, pin.metadata.generation);
+      this.pins.set(name, { ...pin, status: { ...pin.status, ...current?.status, observedGeneration: observed, phase: 'Applied', message: '' } });
+      this.changed('gpio');
+      return;
+    }
+    if (mine) p.generation = pin.metadata.generation;
+    if (current?.status?.observedAt && pin.status?.observedAt && current.status.observedAt > pin.status.observedAt) {
+      // An event newer than this read already told us what the pin is.
+      pin = { ...pin, status: { ...pin.status, state: current.status.state, pwmDuty: current.status.pwmDuty, observedAt: current.status.observedAt } };
     }
     if (p && confirmedByStatus(pin, p)) this.pending.delete(name);
     this.pins.set(name, pin);
