@@ -220,7 +220,7 @@ export class Store {
     const d = event.data || {};
     const pin = this.pins.get(d.resource);
     if (pin) {
-      const status = { ...pin.status, state: d.state, observedAt: event.timestamp, lastChangedBy: d.actor ?? pin.status?.lastChangedBy };
+      const status = { ...pin.status, state: d.state, observedAt: event.timestamp, lastChangedBy: d.actor ?? undefined };
       if (d.pwm_duty !== null && d.pwm_duty !== undefined) status.pwmDuty = d.pwm_duty;
       status.phase = 'Applied';
       status.message = '';
