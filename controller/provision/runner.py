@@ -28,6 +28,8 @@ from controller.state import Store
 
 logger = logging.getLogger(__name__)
 
+STOP_GRACE: Final = 10.0
+"""Seconds cancelled jobs get to unwind (close their SSH sessions) when the duty stops."""
 RESCAN: Final = 2.0
 """Seconds between scans of the job index, for jobs whose queue entry was lost."""
 
@@ -67,12 +69,21 @@ class Provisioner:
                                    type(err).__name__)
                     await asyncio.sleep(1)
         finally:
-            tasks = list(self._tasks.values())
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await self._stop_jobs()
+
+    async def _stop_jobs(self) -> None:
+        """Cancel the running jobs (they stay "running" in Redis, to be resumed) and await
+        them, boundedly: a job stuck in a library call must not hold up the lease's handover
+        or the controller's shutdown."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        _, stuck = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for task in stuck:
+            logger.error("%s did not stop within %.0fs of being cancelled", task.get_name(),
+                         STOP_GRACE)
 
     async def _scan(self, *, adopting: bool) -> None:
         for job_id in await self.jobs.active_ids():
@@ -157,7 +168,9 @@ class JobRun:
             await node_status.set_node_status(
                 self.p.store, job.node_id, node_status.PROVISIONING,
                 f"job {job.id}: joining cluster {job.cluster_id} as {job.role}")
-            await self.ctx.set_member(state=model.JOINING, job=job.id)
+            joined = job.step("wait_ready").status == model.DONE
+            # A resumed job past wait_ready is in the cluster already: keep it "joined".
+            await self.ctx.set_member(job=job.id, **({} if joined else {"state": model.JOINING}))
         table = steps.PROVISION if job.kind == "provision" else steps.DEPROVISION
         try:
             for step in job.steps:

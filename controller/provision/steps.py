@@ -223,11 +223,13 @@ async def _wait_for_first_server(ctx: Context, cluster: Cluster) -> None:
                 raise StepFailed(f"the cluster's first server {server!r} is no longer a member")
             if member.state == model.JOINED:
                 return
-            job_status = b""
+            job_status = ""
             if member.job_id:
-                job_status = await ctx.store.redis.hget(ctx.store.keys.job(member.job_id),
-                                                        "status") or b""
-            if member.state == model.MEMBER_FAILED or job_status.decode() in model.FINISHED:
+                raw = await ctx.store.redis.hget(ctx.store.keys.job(member.job_id), "status")
+                job_status = raw.decode() if raw else ""
+            if job_status == model.SUCCEEDED:
+                return
+            if member.state == model.MEMBER_FAILED or job_status in model.FINISHED:
                 raise StepFailed(f"the cluster's first server {server!r} is not up (its job "
                                  f"{member.job_id or '?'} did not succeed); retry this job "
                                  "once it is")
@@ -302,6 +304,7 @@ async def step_install_agent(ctx: Context) -> str:
 
 
 async def step_report(ctx: Context) -> str:
+    await ctx.set_member(state=model.JOINED)
     cluster = await ctx.cluster()
     await node_status.set_node_status(
         ctx.store, ctx.job.node_id, node_status.READY,
