@@ -411,8 +411,11 @@ class StreamInfo(msgspec.Struct):
             return True  # an id from the future: the stream was reset
         if wanted < id_key(self.max_deleted):
             return True  # XDEL removed something after it
-        # Trimming removes the oldest entries: anything before the first kept one may be gone.
-        return self.trimmed and self.first_id is not None and wanted < id_key(self.first_id)
+        # Trimming removes the oldest entries: anything before the first kept one may be gone,
+        # and in a stream trimmed empty, anything before the last id.
+        if not self.trimmed:
+            return False
+        return wanted < id_key(self.first_id or self.last_id)
 
 
 async def stream_info(redis: Any, key: str) -> StreamInfo:
