@@ -370,6 +370,13 @@ async def test_key_installed_once_with_a_password_that_is_not_kept(
     password = "raspberry-Pw-4711"
     pi = h.fleet.add("pi-new", "", password=password)
     await h.node("pi-new", pi.ip)
+    # Wrong credentials: the controller's key is not on the Pi yet.
+    created = await h.call("POST", "/api/v1/clusters", {"name": "pw", "servers": ["pi-new"]},
+                           status=201)
+    refused = await h.finished(created["jobs"][0]["id"])
+    assert refused["failed_step"] == "connect"
+    assert "refused the controller's key" in refused["error"]
+
     wrong = await h.call("POST", "/api/v1/nodes/pi-new/ssh-key", {"password": "nope"},
                          status=422)
     assert wrong["field"] == "password" and "refused the password given" in wrong["reason"]
@@ -382,9 +389,8 @@ async def test_key_installed_once_with_a_password_that_is_not_kept(
     await h.call("POST", "/api/v1/nodes/pi-new/ssh-key", {"password": password}, status=200)
     assert pi.read("home/pi/.ssh/authorized_keys").count(key) == 1
 
-    created = await h.call("POST", "/api/v1/clusters", {"name": "pw", "servers": ["pi-new"]},
-                           status=201)
-    assert (await h.finished(created["jobs"][0]["id"]))["status"] == "succeeded"
+    retried = await h.call("POST", f"/api/v1/jobs/{refused['id']}/retry", status=202)
+    assert (await h.finished(retried["id"]))["status"] == "succeeded"
     everything = caplog.text + str([await h.redis.dump(k) for k in await h.redis.keys("*")])
     assert password not in everything
 
