@@ -62,8 +62,10 @@ class Harness:
         return str(body["public_key"])
 
     async def pi(self, hostname: str, **kw: Any) -> fakepi.FakePi:
+        """A fake Pi with the controller's key, registered as a user would (by address)."""
         pi = self.fleet.add(hostname, await self.public_key(), **kw)
-        await self.node(hostname, pi.ip)
+        body = await self.call("POST", "/api/v1/nodes", {"address": pi.ip, "name": hostname})
+        assert body["node"]["id"] == hostname and body["ssh"]["reachable"], body
         return pi
 
     async def node(self, node_id: str, ip: str) -> None:
