@@ -38,8 +38,16 @@ class Principal(msgspec.Struct, frozen=True):
         return ROLES[self.role] >= ROLES[role]
 
 
+class SessionRecord(msgspec.Struct, frozen=True):
+    principal: Principal
+    token: str
+    """SHA-256 of the token the session was opened with."""
+
+
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(Principal)
+_session_encoder: Final = msgspec.json.Encoder()
+_session_decoder: Final = msgspec.json.Decoder(SessionRecord)
 
 
 def digest(secret: str) -> str:
@@ -114,15 +122,27 @@ class TokenStore:
         key = digest(token)
         return await self._cached("t" + key, lambda: self._redis.hget(self._keys.tokens, key))
 
-    async def open_session(self, principal: Principal) -> str:
+    async def open_session(self, principal: Principal, token: str) -> str:
+        """A UI session for a logged-in token; it ends when the token is revoked."""
         session = secrets.token_urlsafe(32)
-        await self._redis.set(self._keys.session(digest(session)), _encoder.encode(principal),
-                              ex=self._session_ttl)
+        record = SessionRecord(principal=principal, token=digest(token))
+        await self._redis.set(self._keys.session(digest(session)),
+                              _session_encoder.encode(record), ex=self._session_ttl)
         return session
 
     async def by_session(self, session: str) -> Principal | None:
         key = self._keys.session(digest(session))
-        return await self._cached("s" + key, lambda: self._redis.get(key))
+
+        async def load() -> bytes | None:
+            raw = await self._redis.get(key)
+            if raw is None:
+                return None
+            record = _session_decoder.decode(raw)
+            if not await self._redis.hexists(self._keys.tokens, record.token):
+                return None  # its token was revoked
+            return _encoder.encode(record.principal)
+
+        return await self._cached("s" + key, load)
 
     async def close_session(self, session: str) -> None:
         key = self._keys.session(digest(session))

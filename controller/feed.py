@@ -57,6 +57,7 @@ class Feed:
             try:
                 if self.position is None:
                     self.position = await self._start_position()
+                    self._hub.advance(self.position)
                 self.ready.set()
                 await self._read_forever()
             except UNAVAILABLE as err:
@@ -86,6 +87,7 @@ class Feed:
                     listener(event)
             self.position = reply[0][1][-1][0].decode()
             self._hub.publish(batch)
+            self._hub.advance(self.position)
             now = loop.time()
             if now - previous < LINGER_WHEN_FASTER_THAN:
                 await asyncio.sleep(LINGER)

@@ -78,8 +78,8 @@ class Transport(Protocol):
 
 class Client:
     __slots__ = ("_abort", "backlog", "backlog_bytes", "buffered", "buffering", "closed",
-                 "dropped", "hub", "last_id", "last_seen", "name", "slow", "slow_since",
-                 "subscription", "transport")
+                 "cut", "dropped", "hub", "last_id", "last_seen", "name", "slow",
+                 "slow_since", "subscription", "transport")
 
     def __init__(self, hub: Hub, transport: Transport, subscription: Subscription,
                  name: str = "") -> None:
@@ -98,6 +98,7 @@ class Client:
         self.last_seen = 0.0
         """Loop time the peer last sent anything (a pong counts): the heartbeat's yardstick."""
         self.slow_since = 0.0
+        self.cut: tuple[int, int] | None = None
         self._abort: asyncio.TimerHandle | None = None
 
     def deliver(self, data: bytes, items: Sequence[Outgoing]) -> None:
@@ -166,11 +167,23 @@ class Client:
         self.slow = False
 
     def go_live(self, after: str | None) -> None:
-        """End buffering (replay or snapshot done): send what arrived meanwhile, once."""
-        cut = id_key(after) if after else None
+        """End buffering (replay or snapshot done at ``after``): send what arrived meanwhile.
+
+        The replay or snapshot may have read the stream further than the feed has: then
+        this client keeps buffering until the feed passes ``after``, so an event the client
+        already has is never sent again (Hub.advance releases it)."""
+        self.cut = id_key(after) if after else None
+        if self.cut is not None and self.hub.position < self.cut:
+            self.hub.waiting.add(self)
+            return
+        self.release()
+
+    def release(self) -> None:
+        cut = self.cut
         items = [i for i in self.buffered if cut is None or id_key(i.id) > cut]
         self.buffered = []
         self.buffering = False
+        self.cut = None
         self.send_many(items)
 
     def kick(self, code: int, reason: str) -> None:
@@ -199,6 +212,10 @@ class Hub:
         self.max_backlog = max_backlog
         self._groups: dict[Subscription, list[Client]] = {}
         self.slow_clients: set[Client] = set()
+        self.waiting: set[Client] = set()
+        """Clients whose catch-up read past the feed: they go live when it catches up."""
+        self.position: tuple[int, int] = (0, 0)
+        """The last stream id the feed has handed over (or started after)."""
         self.published = 0
         self.kicked = 0
 
@@ -216,6 +233,7 @@ class Hub:
             if not members:
                 del self._groups[client.subscription]
         self.slow_clients.discard(client)
+        self.waiting.discard(client)
         client.cancel_timers()
 
     def resubscribe(self, client: Client, subscription: Subscription) -> None:
@@ -244,6 +262,14 @@ class Hub:
                     i.frame for i in matched)
             for client in members:
                 client.deliver(data, matched)
+
+    def advance(self, position: str) -> None:
+        """The feed has handed over everything up to ``position``."""
+        self.position = id_key(position)
+        if self.waiting:
+            for client in [c for c in self.waiting if c.cut is None or c.cut <= self.position]:
+                self.waiting.discard(client)
+                client.release()
 
     async def drain_slow_clients(self) -> None:
         """Give slow clients their coalesced backlog once their socket has room again; close

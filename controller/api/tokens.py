@@ -23,7 +23,7 @@ async def login(request: web.Request) -> web.Response:
     principal = await store.by_token(token)
     if principal is None:
         raise AuthError("unknown or revoked token")
-    session = await store.open_session(principal)
+    session = await store.open_session(principal, token)
     response = json_response({"name": principal.name, "role": principal.role})
     response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="Strict",
                         max_age=request.app[appkeys.SETTINGS].session_ttl, path="/",

@@ -111,3 +111,19 @@ async def test_login_rejects_bad_tokens_and_tokens_never_echo(
         async with anonymous.get(f"{controller.url}/api/v1/tokens", headers={
                 "Authorization": f"Bearer {ADMIN_TOKEN}"}) as response:
             assert ADMIN_TOKEN not in await response.text()
+
+
+async def test_revoking_a_token_ends_its_ui_sessions(controller: RunningController,
+                                                      http: aiohttp.ClientSession) -> None:
+    token = await make_token(http, controller.url, "tablet", "viewer")
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        async with browser.post(f"{controller.url}/api/v1/login",
+                                json={"token": token}) as response:
+            assert response.status == 200
+        async with browser.get(f"{controller.url}/api/v1/whoami") as response:
+            assert (await response.json())["name"] == "tablet"
+        async with http.delete(f"{controller.url}/api/v1/tokens/tablet") as response:
+            assert response.status == 204
+        async with browser.get(f"{controller.url}/api/v1/whoami") as response:
+            assert response.status == 401

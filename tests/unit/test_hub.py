@@ -145,3 +145,21 @@ def test_go_live_without_replay_sends_everything_buffered(cut: str | None) -> No
     hub.publish([event(1)])
     client.go_live(cut)
     assert [m["id"] for w in sock.writes for m in frames(w)] == ["1-0"]
+
+
+def test_a_catch_up_ahead_of_the_feed_waits_for_it_and_sends_nothing_twice() -> None:
+    hub = Hub(soft_limit=1 << 20, hard_limit=1 << 22)
+    hub.advance("3-0")
+    sock = FakeSocket()
+    client = Client(hub, sock, Subscription.parse())
+    client.buffering = True
+    hub.add(client)
+    client.send_many([event(4), event(5)])  # the snapshot/replay read up to 5
+    client.go_live("5-0")
+    assert client.buffering  # the feed is only at 3
+    hub.publish([event(4), event(5)])
+    hub.advance("5-0")
+    hub.publish([event(6)])
+    hub.advance("6-0")
+    ids = [m["id"] for w in sock.writes for m in frames(w)]
+    assert ids == ["4-0", "5-0", "6-0"]
