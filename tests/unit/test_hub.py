@@ -128,6 +128,7 @@ def test_buffered_catch_up_has_no_gap_and_no_double() -> None:
     hub.add(client)
     hub.publish([event(5), event(6)])
     hub.publish([event(7)])
+    hub.advance("7-0")
     assert sock.writes == []
     client.send_many([event(4), event(5), event(6)])  # replayed from the stream up to 6
     client.go_live("6-0")
