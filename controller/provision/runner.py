@@ -34,6 +34,15 @@ RESCAN: Final = 2.0
 """Seconds between scans of the job index, for jobs whose queue entry was lost."""
 
 
+def _reraise_if_cancelled(err: BaseException) -> None:
+    """Some client libraries turn a cancellation that hits them mid-read into their own
+    connection error; a task being cancelled must still stop, or whoever awaits it
+    (the lease handover, the shutdown) waits forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from err
+
+
 class Provisioner:
     def __init__(self, settings: ControllerSettings, store: Store, jobs: JobStore,
                  key: ControllerKey, pins: HostKeys) -> None:
@@ -64,6 +73,7 @@ class Provisioner:
                         await self._scan(adopting=False)
                         next_scan = time.monotonic() + RESCAN
                 except UNAVAILABLE as err:
+                    _reraise_if_cancelled(err)
                     # Running jobs keep going (or fail their step); new ones wait for Redis.
                     logger.warning("provisioner: Redis unreachable (%s); retrying",
                                    type(err).__name__)
@@ -199,6 +209,7 @@ class JobRun:
         try:
             summary = await fn(self.ctx)
         except StepFailed as err:
+            _reraise_if_cancelled(err)
             await self._fail(step, err.message, err.remote)
             return False
         except asyncio.CancelledError:
