@@ -149,10 +149,20 @@ async def step_preflight(ctx: Context) -> str:
         require_pi=ctx.settings.provision_require_pi, server_url=server_url,
         cluster_token_sha256=raw.decode() if raw else "", other_hostnames=others),
         sent_at=sent, received_at=received)
+    hostname = ctx.job.facts["hostname"]
+    if hostname and not report.failures:
+        # Claimed atomically: nodes of one request run their preflights at the same time.
+        key = ctx.store.keys.cluster(cluster.id)
+        if not await ctx.store.redis.hsetnx(key, f"name:{hostname}", ctx.job.node_id):
+            owner = await ctx.store.redis.hget(key, f"name:{hostname}")
+            if owner and owner.decode() != ctx.job.node_id:
+                report.failures.append(
+                    f"hostname {hostname!r} is also node {owner.decode()!r} of this cluster; "
+                    "K3s needs unique node names (sudo hostnamectl set-hostname NEW)")
     ctx.log(report.render())
     if report.failures:
         raise StepFailed("; ".join(report.failures))
-    await ctx.set_member(host=ctx.job.facts["hostname"])
+    await ctx.set_member(host=hostname)
     warn = f" ({len(report.warnings)} warning(s))" if report.warnings else ""
     return f"{ctx.job.facts['model'] or 'host'} {ctx.job.facts['arch']}, " \
            f"{ctx.job.facts['os_name']}: all checks passed{warn}"
@@ -365,6 +375,9 @@ async def step_removed(ctx: Context) -> str:
     target = await ctx.target(node_id)
     status = await node_status.node_status(ctx.store, node_id) or ""
     fields = [f"{k}:{node_id}" for k in ("role", "state", "host", "job")]
+    host = await ctx.store.redis.hget(ckey, f"host:{node_id}")
+    if host:
+        fields.append(f"name:{host.decode()}")
     # WATCH: members of a cluster being deleted leave concurrently, and exactly the last
     # one to leave must delete the cluster record.
     for _ in range(_REMOVE_ATTEMPTS):

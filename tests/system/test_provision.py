@@ -421,3 +421,21 @@ async def test_job_cut_short_by_a_lease_takeover_resumes_its_step(harness: Harne
     assert {"step": "job", "status": "resumed"}.items() <= next(
         p for p in progress if p["status"] == "resumed").items()
     assert len(installs(pi)) == 2  # the cut-short install ran again, to completion
+
+
+async def test_two_stock_hostnames_in_one_cluster_fail_one_at_preflight(harness: Harness) -> None:
+    h = harness
+    key = await h.public_key()
+    twins = [h.fleet.add("raspberrypi", key) for _ in range(2)]
+    await h.node("pi-a", twins[0].ip)
+    await h.node("pi-b", twins[1].ip)
+    created = await h.call("POST", "/api/v1/clusters", {
+        "name": "twins", "servers": ["pi-a"], "agents": ["pi-b"]}, status=201)
+    jobs = {j["node_id"]: await h.finished(j["id"]) for j in created["jobs"]}
+    # Both preflights ran at once; exactly one may own the name.
+    at_preflight = [j for j in jobs.values() if j["failed_step"] == "preflight"]
+    assert len(at_preflight) == 1, [j["error"] for j in jobs.values()]
+    assert "hostname 'raspberrypi' is also node" in at_preflight[0]["error"]
+    other = next(j for j in jobs.values() if j is not at_preflight[0])
+    # The agent joins if the server won the name; if the agent won, the server is not up.
+    assert other["status"] == "succeeded" or "first server 'pi-a' is not up" in other["error"]
