@@ -11,4 +11,6 @@
     steps.py        one coroutine per step
     runner.py       Provisioner: runs queued jobs under the singleton lease, bounded
     clusters.py     ClusterService: validation, membership, creating jobs
+    install_key.py  the controller's key put on a Pi once, with a password not kept
+    app.py          app keys and the provisioner's cleanup context (under the lease)
 """
