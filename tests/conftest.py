@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -73,4 +74,10 @@ async def controller(redis_url: str) -> AsyncIterator[RunningController]:
     await app[appkeys.FEED].ready.wait()
     await app[appkeys.BOOTSTRAPPED].wait()
     yield RunningController(f"http://127.0.0.1:{port}", app)
-    await runner.cleanup()
+    try:
+        async with asyncio.timeout(30):
+            await runner.cleanup()
+    except TimeoutError:
+        stacks = "\n".join(f"{task.get_name()}: {task.get_stack(limit=8)}"
+                           for task in asyncio.all_tasks())
+        raise AssertionError(f"controller shutdown hung; tasks:\n{stacks}") from None
