@@ -11,7 +11,7 @@ from aiohttp import web
 
 from common.redis_client import UNAVAILABLE
 from common.tasks import TaskOwner
-from controller import appkeys, lease
+from controller import appkeys, cancellation, lease
 from controller.discovery.service import Discovery
 from controller.health_alerts import HealthAlerts, Thresholds
 from controller.liveness import Liveness
@@ -36,6 +36,7 @@ def _guarded(name: str, run: Callable[[], Awaitable[None]]
                 logger.exception("%s failed", name)
             else:
                 logger.warning("%s finished unexpectedly", name)
+            cancellation.checkpoint()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

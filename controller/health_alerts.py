@@ -18,6 +18,7 @@ from typing import Any
 from redis.exceptions import WatchError
 
 from common import events
+from controller import cancellation
 from controller.state import Store
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ class HealthAlerts:
                 while self._pending:
                     node_id, metrics = self._pending.popitem()
                     await self.consider(node_id, metrics)
+                    cancellation.checkpoint()
         finally:
             self._listeners.remove(self._on_event)
 

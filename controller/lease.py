@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from common.redis_client import UNAVAILABLE, UNAVAILABLE_OR_TIMEOUT, Redis
+from controller import cancellation
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Lease:
         """Forever: wait for the lease, run ``duty`` while it is held, stop it when lost."""
         step = self.ttl / 3
         while True:
+            cancellation.checkpoint()  # a Redis call below may have lost shutdown's cancel
             try:
                 acquired = await self.acquire()
             except UNAVAILABLE:
@@ -85,12 +87,17 @@ class Lease:
                     if done:
                         break
                     try:
-                        still = await asyncio.wait_for(self.renew(), step)
+                        # Not wait_for: on Python 3.11 it can swallow a cancellation that
+                        # lands as the renewal completes, and this loop would then outlive
+                        # shutdown. asyncio.timeout only ever converts its own cancel.
+                        async with asyncio.timeout(step):
+                            still = await self.renew()
                     except UNAVAILABLE_OR_TIMEOUT:
                         still = False
                     if not still:
                         logger.warning("lost the %s lease; stopping the duty", name)
                         break
+                    cancellation.checkpoint()
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

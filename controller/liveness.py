@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from common import events
-from controller import node_status
+from controller import cancellation, node_status
 from controller.node_status import set_node_status
 from controller.state import Store
 
@@ -49,12 +49,13 @@ class Liveness:
 
     async def run(self) -> None:
         await self._load()
-        logger.info("liveness: offline after %.1fs without a heartbeat (%d x %.1fs)",
+        logger.info("liveness: offline after %gs without a heartbeat (%d x %gs)",
                     self.timeout, self._missed, self._interval)
         self._listeners.append(self._on_event)
         try:
             while True:
                 await self.check()
+                cancellation.checkpoint()
                 await asyncio.sleep(self.tick)
         finally:
             self._listeners.remove(self._on_event)

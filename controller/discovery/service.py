@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from common.errors import ConflictError, ValidationError
 from common.tasks import TaskOwner
+from controller import cancellation
 from controller.discovery import registry, scan
 from controller.discovery.mdns import MdnsBrowser
 from controller.discovery.recognise import NODE_ID_RE, Sighting, pi_evidence
@@ -80,6 +81,7 @@ class Discovery:
                         len(found))
             for s in found:
                 await self.seen(s)
+            cancellation.checkpoint()
             await asyncio.sleep(settings.scan_interval)
 
 
