@@ -143,8 +143,10 @@ async def run(agents: int, interval: float, missed: int, window: float) -> None:
 
             # Detection delay: one agent stops.
             # Detection delay: one agent that is ready now stops.
-            statuses = await asyncio.gather(*(client.hget(keys.node(n), "status")
-                                              for n in ids[len(ids) // 2:]))
+            async with client.pipeline(transaction=False) as pipe:
+                for node_id in ids[len(ids) // 2:]:
+                    pipe.hget(keys.node(node_id), "status")
+                statuses = await pipe.execute()
             victim = next((n for n, st in zip(ids[len(ids) // 2:], statuses, strict=True)
                            if st == b"ready"), None)
             if victim is None:
