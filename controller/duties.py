@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from common.redis_client import UNAVAILABLE
-from common.tasks import TaskOwner
-from controller import appkeys, cancellation, lease
+from common.tasks import TaskOwner, guarded
+from controller import appkeys, lease
 from controller.discovery.service import Discovery
 from controller.health_alerts import HealthAlerts, Thresholds
 from controller.liveness import Liveness
@@ -19,33 +16,11 @@ from controller.liveness import Liveness
 logger = logging.getLogger(__name__)
 
 
-def _guarded(name: str, run: Callable[[], Awaitable[None]]
-             ) -> Callable[[], Coroutine[Any, Any, None]]:
-    # Inside the lease: a failing duty restarts with backoff while this replica keeps the
-    # lease, instead of bouncing the lease between replicas. Redis going away is expected
-    # (a warning, no traceback); anything else is a bug and logged with its traceback.
-    async def resilient() -> None:
-        delay = 0.1
-        while True:
-            try:
-                await run()
-            except UNAVAILABLE as err:
-                logger.warning("%s: Redis unreachable (%s); retrying", name,
-                               type(err).__name__)
-            except Exception:
-                logger.exception("%s failed", name)
-            else:
-                logger.warning("%s finished unexpectedly", name)
-            cancellation.checkpoint()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    return resilient
-
-
 def _under_lease(held: lease.Lease, name: str, run: Callable[[], Awaitable[None]]
                  ) -> Callable[[], Awaitable[None]]:
-    return lambda: held.run_while_held(name, _guarded(name, run))
+    # Inside the lease: a failing duty restarts with backoff while this replica keeps the
+    # lease, instead of bouncing the lease between replicas.
+    return lambda: held.run_while_held(name, lambda: guarded(name, run))
 
 
 async def duties_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -18,7 +18,7 @@ from typing import Any
 from redis.exceptions import WatchError
 
 from common import events
-from controller import cancellation
+from common.tasks import checkpoint
 from controller.state import Store
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class HealthAlerts:
                 while self._pending:
                     node_id, metrics = self._pending.popitem()
                     await self.consider(node_id, metrics)
-                    cancellation.checkpoint()
+                    checkpoint()
         finally:
             self._listeners.remove(self._on_event)
 

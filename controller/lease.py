@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from common.redis_client import UNAVAILABLE, UNAVAILABLE_OR_TIMEOUT, Redis
-from controller import cancellation
+from common.tasks import checkpoint, stop
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Lease:
         """Forever: wait for the lease, run ``duty`` while it is held, stop it when lost."""
         step = self.ttl / 3
         while True:
-            cancellation.checkpoint()  # a Redis call below may have lost shutdown's cancel
+            checkpoint()  # a Redis call below may have lost shutdown's cancel
             try:
                 acquired = await self.acquire()
             except UNAVAILABLE:
@@ -97,11 +97,9 @@ class Lease:
                     if not still:
                         logger.warning("lost the %s lease; stopping the duty", name)
                         break
-                    cancellation.checkpoint()
+                    checkpoint()
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                await stop(task)
                 if self.held:
                     await self.release()
             if task.done() and not task.cancelled() and task.exception() is not None:

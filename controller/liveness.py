@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 
 from common import events
-from controller import cancellation, node_status
+from common.tasks import checkpoint
+from controller import node_status
 from controller.node_status import set_node_status
 from controller.state import Store
 
@@ -55,7 +56,7 @@ class Liveness:
         try:
             while True:
                 await self.check()
-                cancellation.checkpoint()
+                checkpoint()
                 await asyncio.sleep(self.tick)
         finally:
             self._listeners.remove(self._on_event)

@@ -24,7 +24,7 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from controller import cancellation
+from common.tasks import checkpoint
 from controller.discovery.recognise import NODE_ID_RE, Sighting, normal_mac, short_hostname
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class MdnsBrowser:
                                            f"than {QUEUE_MAX} waiting")
                     self._dropped = 0
                 await self._resolve(azc, service_type, name)
-                cancellation.checkpoint()
+                checkpoint()
         finally:
             await asyncio.shield(browser.async_cancel())
             await asyncio.shield(azc.async_close())

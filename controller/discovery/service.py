@@ -11,8 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from common.errors import ConflictError, ValidationError
-from common.tasks import TaskOwner
-from controller import cancellation
+from common.tasks import TaskOwner, checkpoint
 from controller.discovery import registry, scan
 from controller.discovery.mdns import MdnsBrowser
 from controller.discovery.recognise import NODE_ID_RE, Sighting, pi_evidence
@@ -81,7 +80,7 @@ class Discovery:
                         len(found))
             for s in found:
                 await self.seen(s)
-            cancellation.checkpoint()
+            checkpoint()
             await asyncio.sleep(settings.scan_interval)
 
 
