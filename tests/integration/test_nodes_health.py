@@ -15,6 +15,7 @@ from common import events
 from common.keys import EVENT_FIELD, Keys
 from tests.conftest import RunningController
 from tests.support import processes
+from tests.support.streams import stream_events as stream
 from tests.support.waiting import wait_until
 
 THROTTLED = "sys/devices/platform/soc/soc:firmware/get_throttled"
@@ -33,14 +34,6 @@ def fake_pi(root: Path, temp_millic: int, throttled: str) -> None:
     if not (root / "proc").exists():
         os.symlink("/proc", root / "proc")
 
-
-async def stream(url: str) -> list[events.Event]:
-    client = aioredis.Redis.from_url(url)
-    try:
-        entries = await client.xrange(Keys().events)
-    finally:
-        await client.aclose()
-    return [events.decode(f[EVENT_FIELD], i.decode()) for i, f in entries]
 
 
 def health_logs(found: list[events.Event], node_id: str) -> list[tuple[str, str]]:

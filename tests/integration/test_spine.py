@@ -16,6 +16,7 @@ from common.keys import EVENT_FIELD, Keys
 from tests.support import processes
 from tests.support.processes import ADMIN_TOKEN
 from tests.support.redis_server import RedisServer
+from tests.support.streams import stream_events
 from tests.support.waiting import wait_until
 from tests.support.wsclient import WsRecorder
 
@@ -26,14 +27,6 @@ def pin(name: str, node: str, **spec: object) -> dict[str, object]:
     return {"apiVersion": "hardware.pi-controller.io/v1", "kind": "GPIOPin",
             "metadata": {"name": name}, "spec": {"nodeName": node, **spec}}
 
-
-async def stream_events(url: str) -> list[events.Event]:
-    client = aioredis.Redis.from_url(url)
-    try:
-        entries = await client.xrange(Keys().events)
-    finally:
-        await client.aclose()
-    return [events.decode(fields[EVENT_FIELD], raw_id.decode()) for raw_id, fields in entries]
 
 
 async def test_agent_to_redis_to_controller_to_ws(private_redis: RedisServer,

@@ -10,8 +10,6 @@ from pathlib import Path
 import asyncssh
 import redis.asyncio as aioredis
 
-from common import events
-from common.keys import EVENT_FIELD, Keys
 from tests.support import processes
 from tests.support.netns import Lan
 from tests.support.processes import Proc
@@ -68,14 +66,6 @@ class LabRedis:
     def stop(self) -> None:
         self.proc.kill()
 
-
-async def stream(url: str) -> list[events.Event]:
-    client = aioredis.Redis.from_url(url)
-    try:
-        entries = await client.xrange(Keys().events)
-    finally:
-        await client.aclose()
-    return [events.decode(f[EVENT_FIELD], i.decode()) for i, f in entries]
 
 
 def agent(lan: Lan, ns: str, address: str, node_id: str, redis_url: str, log: Path,

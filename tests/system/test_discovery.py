@@ -20,6 +20,7 @@ import pytest
 from common import events
 from tests.support import processes
 from tests.support.netns import Lan, skip_unless_netns
+from tests.support.streams import stream_events
 from tests.support.waiting import wait_until
 from tests.system import lab
 
@@ -75,7 +76,7 @@ async def test_agents_and_stock_pis_are_discovered_once_across_restart(
         await processes.wait_ready(ctl.url, ctl)  # type: ignore[attr-defined]
 
         async def all_found() -> bool:
-            found = discovered(await lab.stream(redis.url))
+            found = discovered(await stream_events(redis.url))
             return {"pi-a", "pi-b", "raspberrypi"} <= set(found)
 
         await wait_until(all_found, 30, interval=0.2, what="node.discovered for every Pi")
@@ -87,7 +88,7 @@ async def test_agents_and_stock_pis_are_discovered_once_across_restart(
         agent_node = await get(http, f"{base}/api/v1/nodes/pi-a")
         assert agent_node["status"] == "ready"
         assert agent_node["ip_address"] == ip_a
-        first = next(e for e in await lab.stream(redis.url)
+        first = next(e for e in await stream_events(redis.url)
                  if e.type == events.NODE_DISCOVERED and e.node_id == "raspberrypi")
         assert first.data["ip_address"] == ip_stock
         assert first.data["hostname"] == "raspberrypi"
@@ -123,7 +124,7 @@ async def test_agents_and_stock_pis_are_discovered_once_across_restart(
             return {"pi-a", "pi-b", "raspberrypi", "nas"} <= fresh
 
         await wait_until(seen_again, 30, interval=0.2, what="records seen after the restart")
-        counts = discovered(await lab.stream(redis.url))
+        counts = discovered(await stream_events(redis.url))
         assert counts == Counter({"pi-a": 1, "pi-b": 1, "raspberrypi": 1}), counts
         assert stock.running
     finally:
@@ -152,11 +153,11 @@ async def test_manual_registration_and_subnet_scan(
         await processes.wait_ready(base, ctl)
 
         async def scanned() -> bool:
-            return any(e.data.get("source") == "scan" for e in await lab.stream(redis.url)
+            return any(e.data.get("source") == "scan" for e in await stream_events(redis.url)
                        if e.type == events.NODE_DISCOVERED)
 
         await wait_until(scanned, 30, interval=0.2, what="the scan to find the Pi")
-        found = [e for e in await lab.stream(redis.url) if e.type == events.NODE_DISCOVERED]
+        found = [e for e in await stream_events(redis.url) if e.type == events.NODE_DISCOVERED]
         assert [(e.data["ip_address"], e.data["source"]) for e in found] == [(ip_pi, "scan")]
         scanned_id = found[0].node_id
 
@@ -191,7 +192,7 @@ async def test_manual_registration_and_subnet_scan(
         view = await get(http, f"{base}/api/v1/discovery")
         assert any(p["subject"] == silent for p in view["problems"])
 
-        counts = discovered(await lab.stream(redis.url))
+        counts = discovered(await stream_events(redis.url))
         assert sorted(counts.values()) == [1, 1, 1], counts
     finally:
         ctl.stop()
