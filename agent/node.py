@@ -33,14 +33,18 @@ class NodePresence:
         self._outbox = outbox
         self._link = link
         self._interval = heartbeat_interval
+        self._status: str | None = None
 
-    async def previous_status(self) -> str | None:
+    async def recorded(self) -> tuple[str | None, bool]:
+        """The node's recorded status, and whether an operator put it in maintenance."""
         try:
             async with asyncio.timeout(1.0):
-                raw = await self._redis.hget(self._keys.node(self._facts.node_id), "status")
+                status, maintenance = await self._redis.hmget(
+                    self._keys.node(self._facts.node_id), "status", "maintenance")
         except UNAVAILABLE_OR_TIMEOUT:
-            return None
-        return raw.decode() if raw else None
+            return None, False
+        return (status.decode() if status else None,
+                maintenance is not None and maintenance.decode() in ("1", "true"))
 
     def _status_writes(self, status: str) -> tuple[Write, ...]:
         node_id = self._facts.node_id
@@ -54,18 +58,24 @@ class NodePresence:
         )
 
     async def announce_ready(self) -> None:
-        previous = await self.previous_status()
-        self._outbox.emit(
-            events.node_status_changed(self._facts.node_id, "ready", previous,
-                                       reason="agent started"),
-            self._status_writes("ready"))
+        """Register; a node an operator put in maintenance stays in maintenance."""
+        previous, maintenance = await self.recorded()
+        status = "maintenance" if maintenance else "ready"
+        self._status = status
+        event = None if previous == status else events.node_status_changed(
+            self._facts.node_id, status, previous, reason="agent started")
+        self._outbox.emit(event, self._status_writes(status))
 
     def announce_offline(self, reason: str) -> None:
         node_id = self._facts.node_id
-        writes = (*self._status_writes("offline")[:2],
-                  Write(("ZREM", self._keys.heartbeats, node_id)))
-        self._outbox.emit(events.node_status_changed(node_id, "offline", "ready", reason=reason),
-                          writes)
+        stop_beating = Write(("ZREM", self._keys.heartbeats, node_id))
+        if self._status == "maintenance":
+            self._outbox.emit(None, (stop_beating,))
+            return
+        writes = (*self._status_writes("offline")[:2], stop_beating)
+        self._outbox.emit(events.node_status_changed(node_id, "offline", self._status,
+                                                     reason=reason), writes)
+        self._status = "offline"
 
     async def heartbeat(self) -> None:
         """Beat every interval while Redis answers; a beat missed is simply missed."""
