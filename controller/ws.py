@@ -1,7 +1,8 @@
 """The /ws endpoint: upgrade, subscription, resume, snapshot, client ops.
 
-Transport is the hub's (frames written straight to the socket); this module is the protocol:
-parsing, dispatch and error codes. docs/websocket.md is its user-facing description.
+aiohttp authenticates and routes the upgrade request; then the socket is ours (``detach``):
+``Connection`` reads client frames (``wsframes``) and runs ops, the hub writes events
+straight to the socket. docs/websocket.md is the user-facing description of this protocol.
 """
 
 from __future__ import annotations
