@@ -37,6 +37,8 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def embedded_redis(state_dir: Path) -> AsyncIterator[str]:
     """Start a Redis (AOF on, loopback only) with its data in state_dir; yield its URL."""
+    # Absolute: redis-server changes into --dir before it opens --logfile.
+    state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     binary = server_binary()

@@ -16,13 +16,18 @@ async def follow(url: str, token: str, *, types: str = "", node: str = "", since
     async with aiohttp.ClientSession(headers=headers) as session:
         if not follow_live:
             params = {**query, "limit": str(limit), **({"since": since} if since else {})}
-            async with session.get(urljoin(url, "api/v1/events"), params=params) as response:
-                body = await response.json()
-                if response.status != 200:
-                    print(f"error {response.status}: {body.get('message')}", file=sys.stderr)
-                    return 1
-                for item in body["items"]:
-                    print(_line(item), flush=True)
+            try:
+                async with session.get(urljoin(url, "api/v1/events"),
+                                       params=params) as response:
+                    body = await response.json(content_type=None)
+            except (aiohttp.ClientError, ValueError) as err:
+                print(f"error: cannot read events from {url}: {err}", file=sys.stderr)
+                return 1
+            if response.status != 200:
+                print(f"error {response.status}: {body.get('message')}", file=sys.stderr)
+                return 1
+            for item in body["items"]:
+                print(_line(item), flush=True)
             return 0
         position = since
         while True:

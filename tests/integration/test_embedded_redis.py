@@ -24,3 +24,13 @@ async def test_embedded_redis_starts_keeps_an_aof_and_stops(
         assert await client.get("k") == b"v"
         await client.aclose()
     assert any(tmp_path.rglob("*.aof")) or (tmp_path / "appendonlydir").is_dir()
+
+
+async def test_a_relative_state_directory_works(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with embedded_redis(Path(".demo-state/redis")) as url:
+        client = aioredis.Redis.from_url(url)
+        assert await client.ping()
+        await client.aclose()
+    assert (tmp_path / ".demo-state/redis/redis.log").is_file()
