@@ -14,10 +14,11 @@ result as the fourth word (negative, as int32, is an error).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 import time
 from dataclasses import dataclass, field
+
+from tests.support.daemon import FakeDaemon
 
 # Commands (pigpio.py's _PI_CMD_*).
 MODES, MODEG, PUD, READ, WRITE, PWM, PRS, PFS, SERVO, WDOG, BR1 = range(11)
@@ -83,10 +84,9 @@ class _Notifier:
     seq: int = 0
 
 
-class FakePigpiod:
+class FakePigpiod(FakeDaemon):
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.pins: dict[int, Pin] = {}
         self.writes: list[tuple[int, int]] = []
         """Every WRITE applied, in order: (gpio, level)."""
@@ -95,41 +95,7 @@ class FakePigpiod:
         self._next_handle = 0
         self._stalls: dict[int, Stall] = {}
         self._refusals: dict[int, int] = {}
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._start = time.monotonic()
-
-    # --- lifecycle ----------------------------------------------------------------------
-
-    async def start(self) -> FakePigpiod:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._connections):
-            writer.close()
-        # Closed sockets end the handlers (their reads see EOF); cancelling them instead
-        # makes asyncio's stream machinery log the cancellation.
-        if self._tasks:
-            _, stuck = await asyncio.wait(set(self._tasks), timeout=5)
-            for task in stuck:
-                task.cancel()
-            for task in stuck:
-                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                    await task
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> FakePigpiod:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def reset(self) -> None:
         """Every pin back to a powered-up Pi's default (as after a reboot)."""
@@ -170,36 +136,25 @@ class FakePigpiod:
 
     # --- the protocol -------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        try:
-            while True:
-                try:
-                    header = await reader.readexactly(16)
-                    cmd, p1, p2, p3 = struct.unpack("IIII", header)
-                    extra = await reader.readexactly(p3) if p3 else b""
-                except (asyncio.IncompleteReadError, ConnectionError):
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                header = await reader.readexactly(16)
+                cmd, p1, p2, p3 = struct.unpack("IIII", header)
+                extra = await reader.readexactly(p3) if p3 else b""
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            self.commands.append((cmd, p1, p2))
+            if cmd == NOIB:
+                await self._open_notifier(reader, writer, cmd)
+                return
+            if cmd == WRITE and p1 in self._stalls:
+                stall = self._stalls.pop(p1)
+                if not await self._hold(stall, reader):
                     return
-                self.commands.append((cmd, p1, p2))
-                if cmd == NOIB:
-                    await self._open_notifier(reader, writer, cmd)
-                    return
-                if cmd == WRITE and p1 in self._stalls:
-                    stall = self._stalls.pop(p1)
-                    if not await self._hold(stall, reader):
-                        return
-                result = self._execute(cmd, p1, p2, extra)
-                writer.write(struct.pack("IIII", cmd, p1, p2, result & 0xFFFFFFFF))
-                await writer.drain()
-        except ConnectionError:
-            return
-        finally:
-            self._connections.discard(writer)
-            writer.close()
+            result = self._execute(cmd, p1, p2, extra)
+            writer.write(struct.pack("IIII", cmd, p1, p2, result & 0xFFFFFFFF))
+            await writer.drain()
 
     async def _hold(self, stall: Stall, reader: asyncio.StreamReader) -> bool:
         """Keep a WRITE unanswered and unapplied; False if the client went away meanwhile."""

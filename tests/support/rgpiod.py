@@ -19,6 +19,8 @@ import struct
 import time
 from dataclasses import dataclass
 
+from tests.support.daemon import FakeDaemon
+
 MAGIC = 1818715245
 GO, GC, GSIX, GSOX, GSAX, GSF, GR, GW, PX, SX, GDEB = 10, 11, 12, 13, 14, 15, 19, 20, 24, 25, 29
 NC, NOIB, SBC, FREE, LGV, TICK = 71, 117, 120, 121, 140, 141
@@ -53,10 +55,9 @@ class Line:
         return self.driven if self.kind == "output" else self.external
 
 
-class FakeRgpiod:
+class FakeRgpiod(FakeDaemon):
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.lines: dict[int, Line] = {}
         self.writes: list[tuple[int, int]] = []
         self._handles: dict[int, int] = {}
@@ -64,34 +65,7 @@ class FakeRgpiod:
         self._notifiers: dict[int, asyncio.StreamWriter] = {}
         self._next = 0
         self._refusals: dict[int, int] = {}
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._start = time.monotonic_ns()
-
-    async def start(self) -> FakeRgpiod:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._connections):
-            writer.close()
-        if self._tasks:
-            _, stuck = await asyncio.wait(set(self._tasks), timeout=5)
-            for task in stuck:
-                task.cancel()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> FakeRgpiod:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # --- what tests use -----------------------------------------------------------------
 
@@ -121,12 +95,7 @@ class FakeRgpiod:
         self._next += 1
         return self._next
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._connections.add(writer)
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = self._new_id()
         try:
             while True:
@@ -156,12 +125,8 @@ class FakeRgpiod:
                 status = self._execute(connection, cmd, args)
                 writer.write(struct.pack("iIHHHH", status, 0, cmd, 0, 0, 0))
                 await writer.drain()
-        except ConnectionError:
-            return
         finally:
             self._free(connection)
-            self._connections.discard(writer)
-            writer.close()
 
     def _free(self, connection: int) -> None:
         handles = {h for h, c in self._handles.items() if c == connection}
