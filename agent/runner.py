@@ -21,6 +21,7 @@ from common import redis_client
 from common.keys import Keys
 from common.settings import describe
 from common.tasks import TaskOwner
+from common.tasks import stop as stop_task
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,7 @@ class Agent:
                 self._failsafe_timer.cancel()
             await self._tasks.close()
             if self._failsafe_task is not None:
-                self._failsafe_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._failsafe_task
+                await stop_task(self._failsafe_task)
             await self.backend.close()
             await self.redis.aclose()
 

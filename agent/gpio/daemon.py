@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from agent.gpio.backend import BackendError, EdgeCallback
 from agent.gpio.debounce import Debouncer
+from common.tasks import stop
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +92,7 @@ class DaemonBackend:
 
     async def close(self) -> None:
         if self._health is not None:
-            self._health.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health
+            await stop(self._health)
             self._health = None
         async with self._lock:
             for watch in self._watches.values():

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable
 
 from agent.gpio.backend import BackendError, EdgeCallback
 from common.gpio import BCM_PINS, Mode, Pull
+from common.tasks import stop
 
 
 class SimBackend:
@@ -29,9 +29,7 @@ class SimBackend:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop(self._task)
             self._task = None
 
     def _check(self, pin: int) -> None:
