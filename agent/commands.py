@@ -1,21 +1,22 @@
 """Reads this node's command stream (consumer group) and reconciles declared pins.
 
-Commands are acknowledged in the same transaction that records their effect, so a command
-whose agent died mid-way stays pending and is applied once after the restart.
+Commands are acknowledged in the same transaction that reports their effect, so a command
+whose agent died mid-way stays pending and is applied once after the restart. Declared state
+for the reconciler comes from this node's own ``desired`` hash, the one shared-state key the
+controller lets this agent read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 import msgspec
 from redis.exceptions import ResponseError
 
 from agent.gpio.manager import PinManager
-from agent.outbox import Link, Outbox, Write
-from common import gpio
+from agent.outbox import Link, Outbox
+from common import gpio, reports
 from common.keys import AGENT_GROUP, COMMAND_FIELD, Keys
 from common.redis_client import UNAVAILABLE, Redis
 
@@ -73,16 +74,14 @@ class CommandConsumer:
                 await self._handle(entry_id, fields)
 
     async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
-        ack = Write(("XACK", self._stream, AGENT_GROUP, entry_id))
+        ack = entry_id
         try:
             cmd = gpio.decode_command(fields[COMMAND_FIELD])
         except (KeyError, msgspec.DecodeError) as err:
-            logger.error("undecodable command %s dead-lettered: %s", entry_id.decode(), err)
-            self._outbox.emit(None, (Write((
-                "XADD", self._keys.dead_letters, "*", "stream", self._stream,
-                "id", entry_id, "reason", str(err),
-                "raw", fields.get(COMMAND_FIELD, b""))),
-                Write(("INCR", self._keys.dead_letter_count)), ack))
+            logger.error("undecodable command %s rejected: %s", entry_id.decode(), err)
+            self._outbox.emit(reports.CommandRejected(
+                entry_id=entry_id.decode(), reason=str(err),
+                raw=fields.get(COMMAND_FIELD, b"")[:1024]), ack)
             return
         if cmd.op == "release":
             await self._manager.release(cmd.resource, ack)
@@ -127,22 +126,16 @@ class Reconciler:
             except UNAVAILABLE:
                 self._link.set(False)
 
-    async def declared(self) -> dict[str, Declared]:
-        claims = await self._redis.hgetall(self._keys.gpio_claims(self._node_id))
-        names = sorted({name.decode() for name in claims.values()})
-        pins: dict[str, Declared] = {}
-        for name in names:
-            raw, actor, request_id = await self._redis.hmget(
-                self._keys.gpio(name), "resource", "actor", "request_id")
-            if raw is None:
-                continue
+    async def declared(self) -> dict[str, gpio.GpioCommand]:
+        raw = await self._redis.hgetall(self._keys.desired(self._node_id))
+        pins: dict[str, gpio.GpioCommand] = {}
+        for name, value in sorted(raw.items()):
             try:
-                pin = gpio.decode_pin(raw)
+                cmd = gpio.decode_command(value)
             except msgspec.DecodeError as err:
-                logger.error("stored GPIO resource %s is unreadable: %s", name, err)
+                logger.error("declared GPIO resource %s is unreadable: %s", name.decode(), err)
                 continue
-            if pin.spec.node_name == self._node_id:
-                pins[name] = Declared(pin, _text(actor), _text(request_id))
+            pins[cmd.resource] = cmd
         return pins
 
     async def reconcile(self) -> None:
@@ -153,7 +146,7 @@ class Reconciler:
                 await self._manager.release(name)
         for name, item in declared.items():
             owned = self._manager.owned.get(name)
-            spec, generation = item.pin.spec, item.pin.metadata.generation
+            spec, generation = item.spec, item.generation
             if resync and owned is not None:
                 await self._manager.apply(name, spec, generation, actor=owned.actor,
                                           request_id=owned.request_id,
@@ -169,14 +162,3 @@ class Reconciler:
                 await self._manager.apply(name, spec, generation, actor=owned.actor,
                                           request_id=owned.request_id, reason="drift corrected",
                                           force=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Declared:
-    pin: gpio.GpioPin
-    actor: str | None
-    request_id: str | None
-
-
-def _text(raw: bytes | None) -> str | None:
-    return raw.decode() if raw else None

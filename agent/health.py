@@ -1,8 +1,8 @@
 """Health: CPU, memory, disk, load, temperature, throttling, uptime and addresses.
 
 Read from /proc and /sys (under the configurable sysroot) with no extra dependency and no
-disk writes; published every ``health_interval`` as ``node.health.reported``, the report
-also pushed onto the node's bounded metrics history in the same transaction.
+disk writes; reported every ``health_interval``. The controller checks each report, keeps a
+bounded history of them and announces it as ``node.health.reported``.
 
 Throttling comes from the firmware's ``get_throttled`` in sysfs where the kernel exposes it,
 else from ``vcgencmd get_throttled``; neither exists off a Pi, and the fields are then null.
@@ -24,11 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from agent.outbox import Outbox, Write
-from common import events
-from common.keys import Keys
+from agent.outbox import Outbox
+from common import reports
 
 logger = logging.getLogger(__name__)
 
@@ -211,22 +208,13 @@ class HealthCollector:
 class HealthReporter:
     """Publishes a report every interval; the first soon after start, to fill the UI."""
 
-    def __init__(self, collector: HealthCollector, outbox: Outbox, keys: Keys, node_id: str,
-                 *, interval: float, history: int) -> None:
+    def __init__(self, collector: HealthCollector, outbox: Outbox, *, interval: float) -> None:
         self._collector = collector
         self._outbox = outbox
-        self._keys = keys
-        self._node_id = node_id
         self._interval = interval
-        self._history = max(history, 1)
 
     async def report(self) -> None:
-        metrics = await self._collector.collect()
-        key = self._keys.node_metrics(self._node_id)
-        self._outbox.emit(events.node_health_reported(self._node_id, metrics), (
-            Write(("LPUSH", key, msgspec.json.encode(metrics))),
-            Write(("LTRIM", key, 0, self._history - 1)),
-        ))
+        self._outbox.emit(reports.Health(metrics=await self._collector.collect()))
 
     async def run(self) -> None:
         await asyncio.sleep(min(1.0, self._interval))

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from zeroconf import InterfaceChoice, IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
-from agent.sysinfo import NodeFacts
+from common.reports import NodeFacts
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
-"""Everything the agent writes to Redis, in order, surviving the times Redis is away.
+"""Everything the agent tells the controller, in order, surviving the times Redis is away.
 
-Each item is an event plus the state writes that belong to it; both go in one MULTI/EXEC,
-so no event is seen without its state. While Redis is unreachable items wait in a bounded
-queue; when it is full the oldest are dropped, counted, and reported once the link is
-back (gap accounting: the UI says "no data from T1 to T2" instead of a silent hole).
+Each item is a report (``common.reports``) appended to this node's own ingress stream,
+optionally with the XACK of the command it answers; both go in one MULTI/EXEC, so a command
+is acknowledged exactly when its effect is reported. The agent writes nothing else: the
+controller turns reports into state and events. While Redis is unreachable items wait in a
+bounded queue; when it is full the oldest are dropped, counted, and reported once the link
+is back (gap accounting: the UI says "no data from T1 to T2" instead of a silent hole).
 """
 
 from __future__ import annotations
@@ -15,30 +17,25 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.exceptions import ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
-from common import events
-from common.keys import EVENT_FIELD, Keys
+from common import events, reports
+from common.keys import AGENT_GROUP, INGRESS_MAXLEN, Keys
 from common.redis_client import UNAVAILABLE, Redis
 
 logger = logging.getLogger(__name__)
 
-Arg = str | bytes | int | float
 BATCH = 64
 """Items per transaction when draining a backlog: one round trip instead of 64."""
 
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """One Redis command applied in the same transaction as the event."""
-
-    args: tuple[Arg, ...]
+Ack = str | bytes
+"""The id of a command-stream entry to acknowledge with a report."""
 
 
 @dataclass(slots=True)
 class _Item:
-    event: bytes | None
-    writes: tuple[Write, ...]
+    report: bytes | None
+    ack: Ack | None
 
 
 class Link:
@@ -62,14 +59,15 @@ class Link:
 
 
 class Outbox:
-    def __init__(self, redis: Redis, keys: Keys, link: Link, *, size: int,
-                 stream_maxlen: int = 100_000) -> None:
+    def __init__(self, redis: Redis, keys: Keys, node_id: str, link: Link, *,
+                 size: int) -> None:
         self._redis = redis
-        self._keys = keys
+        self._ingress = keys.ingress(node_id)
+        self._commands = keys.commands(node_id)
         self._link = link
         self._queue: deque[_Item] = deque()
         self._size = size
-        self._maxlen = stream_maxlen
+        self._refused = False
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -79,14 +77,14 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def emit(self, event: events.Event | None, writes: tuple[Write, ...] = ()) -> None:
-        """Queue an event (and its state writes) for Redis; never blocks, never raises."""
+    def emit(self, report: reports.AnyReport | None, ack: Ack | None = None) -> None:
+        """Queue a report (and the command it answers) for Redis; never blocks, never raises."""
         if len(self._queue) >= self._size:
             self._queue.popleft()
             if not self.dropped:
                 self._dropped_since = events.now_iso()
             self.dropped += 1
-        self._queue.append(_Item(events.encode(event) if event else None, writes))
+        self._queue.append(_Item(reports.encode(report) if report else None, ack))
         self._drained.clear()
         self._wakeup.set()
 
@@ -110,9 +108,21 @@ class Outbox:
             batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
             try:
                 await self._write(batch)
+            except (AuthenticationError, NoPermissionError) as err:
+                # Rotated or revoked credentials: say so once, keep the reports, and retry
+                # slowly (an admin may issue new credentials and restart us with them).
+                if not self._refused:
+                    logger.error("Redis refused this agent's credentials (%s); keeping "
+                                 "reports and retrying. Issue new credentials with POST "
+                                 "/api/v1/nodes/{id}/agent-credentials", type(err).__name__)
+                    self._refused = True
+                self._link.set(False)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
             except UNAVAILABLE as err:
                 if self._link.up:
-                    logger.warning("Redis unreachable (%s): keeping events in the outbox",
+                    logger.warning("Redis unreachable (%s): keeping reports in the outbox",
                                    type(err).__name__)
                 self._link.set(False)
                 await asyncio.sleep(delay)
@@ -123,6 +133,7 @@ class Outbox:
                 # and the rest of the transaction was applied.
                 logger.error("Redis refused an outbox write, dropped it: %s", err)
             delay = 0.05
+            self._refused = False
             for _ in batch:
                 self._queue.popleft()
             if not self._link.up:
@@ -139,9 +150,9 @@ class Outbox:
     async def _write(self, batch: list[_Item]) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             for item in batch:
-                for write in item.writes:
-                    pipe.execute_command(*write.args)
-                if item.event is not None:
-                    pipe.xadd(self._keys.events, {EVENT_FIELD: item.event},
-                              maxlen=self._maxlen, approximate=True)
+                if item.report is not None:
+                    pipe.xadd(self._ingress, {reports.REPORT_FIELD: item.report},
+                              maxlen=INGRESS_MAXLEN, approximate=True)
+                if item.ack is not None:
+                    pipe.xack(self._commands, AGENT_GROUP, item.ack)
             await pipe.execute()

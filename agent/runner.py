@@ -51,21 +51,21 @@ class Agent:
                                      hostname=settings.hostname, address=settings.address,
                                      gpio_backend=self.backend.name)
         self.node_id = self.facts.node_id
-        self.redis = redis_client.connect(settings.redis_url)
+        self.redis = redis_client.connect(settings.redis_target(), ca_file=settings.redis_ca_file)
         self.link = Link()
-        self.outbox = Outbox(self.redis, self.keys, self.link, size=settings.outbox_size)
-        self.pins = PinManager(self.backend, self.outbox, self.keys, self.node_id)
+        self.outbox = Outbox(self.redis, self.keys, self.node_id, self.link,
+                             size=settings.outbox_size)
+        self.pins = PinManager(self.backend, self.outbox)
         self.presence = NodePresence(self.redis, self.keys, self.facts, self.outbox, self.link,
                                      settings.heartbeat_interval)
         self.commands = CommandConsumer(self.redis, self.keys, self.node_id, self.pins,
                                         self.outbox, self.link)
         self.reconciler = Reconciler(self.redis, self.keys, self.node_id, self.pins, self.link,
                                      settings.reconcile_interval)
-        self.health = HealthReporter(HealthCollector(settings.sysroot), self.outbox, self.keys,
-                                     self.node_id, interval=settings.health_interval,
-                                     history=settings.metrics_history)
+        self.health = HealthReporter(HealthCollector(settings.sysroot), self.outbox,
+                                     interval=settings.health_interval)
         self._tasks = TaskOwner()
-        self._log_handler = EventLogHandler(self.outbox, self.node_id)
+        self._log_handler = EventLogHandler(self.outbox)
         self._failsafe_timer: asyncio.TimerHandle | None = None
         self._failsafe_task: asyncio.Task[None] | None = None
 
@@ -100,7 +100,7 @@ class Agent:
         try:
             await self.backend.open()
             self._tasks.start("outbox", self.outbox.run)
-            await self.presence.announce_ready()
+            self.presence.announce_started()
             self._tasks.start("heartbeat", self.presence.heartbeat)
             self._tasks.start("command consumer", self.commands.run)
             self._tasks.start("reconciler", self.reconciler.run)
@@ -112,7 +112,7 @@ class Agent:
                 self._tasks.start("mdns advertiser", advertiser.run)
             await stop.wait()
             logger.info("stopping: reporting offline")
-            self.presence.announce_offline("agent stopped")
+            self.presence.announce_stopping("agent stopped")
             if not await self.outbox.drained(STOP_FLUSH_SECONDS):
                 logger.warning("stopping with %d events not yet in Redis", len(self.outbox))
         finally:

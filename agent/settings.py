@@ -35,5 +35,3 @@ class AgentSettings(RedisSettings, LoggingSettings):
     mdns: bool = setting(False, "advertise this agent over mDNS as _pi-agent._tcp")
     mdns_interfaces: list[str] = setting([], "interfaces/addresses to advertise on "
                                          "(empty: all); the demo uses 127.0.0.1")
-    metrics_history: int = setting(120, "health reports kept in Redis for this node (one "
-                                   "hour at the default interval)")

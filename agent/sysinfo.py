@@ -7,26 +7,12 @@ import platform
 import socket
 from pathlib import Path
 
-import msgspec
-
-import common
+from common.reports import NodeFacts
 
 _MODEL_FILES = (
     "sys/firmware/devicetree/base/model",
     "proc/device-tree/model",
 )
-
-
-class NodeFacts(msgspec.Struct, kw_only=True):
-    node_id: str
-    hostname: str
-    ip_address: str
-    model: str
-    arch: str
-    os: str
-    kernel: str
-    agent_version: str = common.__version__
-    gpio_backend: str = ""
 
 
 def _read(root: Path, rel: str) -> str | None:

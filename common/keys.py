@@ -18,6 +18,20 @@ COMMAND_FIELD = b"c"
 AGENT_GROUP = "agent"
 """Consumer group through which an agent reads its node's command stream."""
 
+INGEST_GROUP = "controller"
+"""Consumer group through which the controller reads every agent's ingress stream."""
+
+INGEST_CONSUMER = "ingest"
+"""The one consumer name the ingest duty reads as, whichever replica holds its lease: a new
+holder first re-reads what the previous one read but did not acknowledge."""
+
+INGRESS_MAXLEN = 10_000
+"""Reports an ingress stream keeps while the controller is away; the controller deletes
+each report once it has been applied, so normally the stream is near empty."""
+
+COMMAND_STREAM_MAXLEN = 10_000
+"""Commands a node's command stream keeps (an agent away for long re-reads desired state)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -52,7 +66,30 @@ class Keys:
         return f"{self.prefix}heartbeats"
 
     def commands(self, node_id: str) -> str:
+        """Stream of commands to one node; written by the controller only."""
         return f"{self.prefix}cmd:{node_id}"
+
+    def ingress(self, node_id: str) -> str:
+        """Stream of one agent's reports (``common.reports``); written by that agent only."""
+        return f"{self.prefix}in:{node_id}"
+
+    def alive(self, node_id: str) -> str:
+        """String one agent rewrites on every heartbeat; the controller watches it change."""
+        return f"{self.prefix}alive:{node_id}"
+
+    def desired(self, node_id: str) -> str:
+        """Hash: resource name -> declared GPIO resource of one node; its agent may read it."""
+        return f"{self.prefix}desired:{node_id}"
+
+    @property
+    def agents(self) -> str:
+        """Hash: node id -> agent credential record (ACL user, password hash); never readable
+        by agents."""
+        return f"{self.prefix}agents"
+
+    def agent_user(self, node_id: str) -> str:
+        """The Redis ACL user of one node's agent (a user name, not a key)."""
+        return f"{self.prefix}agent:{node_id}"
 
     @property
     def gpio_index(self) -> str:

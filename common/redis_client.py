@@ -26,15 +26,19 @@ UNAVAILABLE_OR_TIMEOUT: tuple[type[Exception], ...] = (*UNAVAILABLE, TimeoutErro
 
 
 def connect(url: str, *, retries: int = 3, socket_timeout: float | None = 10.0,
-            max_connections: int = 64) -> Redis:
+            max_connections: int = 64, ca_file: str = "") -> Redis:
     """A client that retries a failed command a few times with jittered exponential backoff.
 
+    ``rediss://`` URLs verify the server against ``ca_file`` (else the system's CAs).
     Nothing is sent until the first command. ``socket_timeout`` must exceed any BLOCK time
     used on this client. The pool is bounded and blocking: a burst (a thousand dashboards
     reconnecting at once) waits for a connection instead of failing. Replies stay bytes.
     """
+    tls: dict[str, Any] = {"ssl_ca_certs": ca_file} if ca_file and url.startswith(
+        "rediss://") else {}
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        **tls,
         max_connections=max_connections,
         timeout=20,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries),

@@ -14,6 +14,7 @@ import os
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,6 +45,22 @@ class RedisSettings:
         "redis://127.0.0.1:6379/0", "Redis URL; a password in it is never shown", secret=False)
     redis_prefix: str = setting(
         "pic:", "prefix of every key; use a hash tag such as {pic}: for Redis Cluster")
+    redis_url_file: str = setting(
+        "", "read the Redis URL from this file instead (root-only), so its password is in "
+        "neither the environment nor the process list")
+    redis_ca_file: str = setting(
+        "", "CA certificate that signs Redis' TLS certificate, for rediss:// URLs")
+
+    def redis_target(self) -> str:
+        """The Redis URL to use: the file's first line when ``redis_url_file`` is set."""
+        if self.redis_url_file:
+            try:
+                text = Path(self.redis_url_file).read_text()
+            except OSError as err:
+                raise ValueError(f"cannot read redis_url_file {self.redis_url_file}: "
+                                 f"{err.strerror}") from None
+            return text.strip().splitlines()[0] if text.strip() else ""
+        return self.redis_url
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

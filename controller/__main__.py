@@ -1,4 +1,4 @@
-"""``pi-controller``: serve, demo, events."""
+"""``pi-controller``: serve, demo, agent-credentials, events."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from common import logs, settings
+from common import logs, redis_client, settings
 from common.errors import ValidationError
 from controller.settings import ControllerSettings
 
@@ -24,6 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=int, default=3, help="simulated Pis (default 3)")
     demo.add_argument("--state", default=os.environ.get("PIC_DEMO_STATE", ".pi-controller-demo"),
                       help="directory for the demo's Redis data")
+    creds = sub.add_parser("agent-credentials",
+                           help="create or rotate agents' own Redis users; prints their URLs")
+    settings.add_arguments(creds, ControllerSettings)
+    creds.add_argument("node_ids", nargs="+", metavar="NODE_ID")
+    creds.add_argument("--out-dir", default="", help="write DIR/NODE_ID.url (mode 0600) for "
+                       "PIC_REDIS_URL_FILE instead of printing the URLs")
     events = sub.add_parser("events", help="print events; --follow streams them live")
     events.add_argument("--url", default=os.environ.get("PIC_URL", "http://127.0.0.1:8080/"))
     events.add_argument("--token", default=os.environ.get("PIC_TOKEN", ""),
@@ -56,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(config.log_level, config.log_json)
     from controller.server import run
 
+    if args.command == "agent-credentials":
+        from controller.credentials_cli import issue
+
+        try:
+            return asyncio.run(issue(config, args.node_ids,
+                                     Path(args.out_dir) if args.out_dir else None))
+        except (ValidationError, ValueError, *redis_client.UNAVAILABLE) as err:  # type: ignore[misc]
+            print(f"pi-controller agent-credentials: {err}", file=sys.stderr)
+            return 1
     if args.command == "serve":
         from controller.server import serve as serve_forever
 

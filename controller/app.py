@@ -15,6 +15,7 @@ from common import redis_client
 from common.keys import Keys
 from common.tasks import TaskOwner
 from controller import appkeys, auth, ws
+from controller.agent_access import AgentAccess
 from controller.api import clusters as clusters_api
 from controller.api import errors
 from controller.api import events as events_api
@@ -39,7 +40,8 @@ TRIM_INTERVAL = 60.0
 
 def create_app(settings: ControllerSettings) -> web.Application:
     keys = Keys(settings.redis_prefix)
-    redis = redis_client.connect(settings.redis_url)
+    redis_url = settings.redis_target()
+    redis = redis_client.connect(redis_url, ca_file=settings.redis_ca_file)
     store = Store(redis, keys, stream_maxlen=settings.stream_maxlen)
     hub = Hub(soft_limit=settings.ws_soft_buffer, hard_limit=settings.ws_hard_buffer)
     app = web.Application(middlewares=[
@@ -53,6 +55,8 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[appkeys.FEED] = Feed(redis, keys, hub)
     app[appkeys.TOKENS] = auth.TokenStore(redis, keys, settings.session_ttl)
     app[appkeys.GPIO] = GpioService(store)
+    app[appkeys.AGENTS] = AgentAccess(redis, keys, redis_url=redis_url,
+                                      agent_address=settings.agent_redis_address)
     app[appkeys.BOOTSTRAPPED] = asyncio.Event()
     app.cleanup_ctx.extend([redis_ctx, bootstrap_ctx, feed_ctx, duties_ctx])
     provision_app.setup(app)

@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from common.redis_client import Redis
+from controller.agent_access import AgentAccess
 from controller.auth import TokenStore
 from controller.feed import Feed
 from controller.gpio_service import GpioService
@@ -21,5 +22,6 @@ HUB = web.AppKey("hub", Hub)
 FEED = web.AppKey("feed", Feed)
 TOKENS = web.AppKey("tokens", TokenStore)
 GPIO = web.AppKey("gpio", GpioService)
+AGENTS = web.AppKey("agents", AgentAccess)
 BOOTSTRAPPED = web.AppKey("bootstrapped", asyncio.Event)
 """Set once the bootstrap admin token is installed (part of /readyz)."""

@@ -1,4 +1,4 @@
-"""Singleton duties (liveness, health alerts, discovery), each under its own lease."""
+"""Singleton duties (ingest, liveness, health alerts, discovery), each under its own lease."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from common.tasks import TaskOwner, guarded
 from controller import appkeys, lease
 from controller.discovery.service import Discovery
 from controller.health_alerts import HealthAlerts, Thresholds
+from controller.ingest import Ingest
 from controller.liveness import Liveness
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,10 @@ async def duties_ctx(app: web.Application) -> AsyncIterator[None]:
     duties: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("liveness", lambda: Liveness(
             store, heartbeat_interval=settings.heartbeat_interval,
-            missed_heartbeats=settings.missed_heartbeats,
-            listeners=app[appkeys.FEED].listeners).run()),
+            missed_heartbeats=settings.missed_heartbeats).run()),
+        ("ingest", lambda: Ingest(
+            store, app[appkeys.AGENTS], app[appkeys.GPIO], max_rate=settings.agent_max_rate,
+            batch=settings.ingest_batch, metrics_history=settings.metrics_history).run()),
         ("health-alerts", lambda: HealthAlerts(
             store, app[appkeys.FEED].listeners, Thresholds(
                 temp_warning=settings.health_temp_warning,

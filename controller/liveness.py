@@ -7,8 +7,11 @@ to be offline cost one ZMSCORE more. Transitions go through ``set_node_status``
 maintenance (or provisioning, or failed) is never touched: only ``ready``/``not_ready`` may
 go offline and only ``offline`` comes back.
 
-Heartbeat scores are the agents' wall clocks compared with the controller's: nodes and
-controller are expected to run NTP (Raspberry Pi OS does, through systemd-timesyncd).
+A heartbeat is an agent rewriting its own ``alive`` key (the only shared write an agent
+has). Each tick reads every node's key in one MGET and, for those that changed since the last
+tick, records the controller's own time in the heartbeats sorted set: liveness is judged by
+one clock, so a Pi with a wrong clock is not taken for dead. A replica that takes the lease
+over learns the current values on its first tick and judges changes from the second.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from common import events
 from common.tasks import checkpoint
 from controller import node_status
 from controller.node_status import set_node_status
@@ -32,17 +34,15 @@ MAX_TICK = 2.0
 
 class Liveness:
     def __init__(self, store: Store, *, heartbeat_interval: float, missed_heartbeats: int,
-                 listeners: list[Callable[[events.Event], None]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
-        self._listeners = listeners if listeners is not None else []
-        self._restarted: set[str] = set()
         self._last_check: float | None = None
         self._interval = heartbeat_interval
         self._missed = missed_heartbeats
         self.timeout = heartbeat_interval * missed_heartbeats
         self.tick = min(max(heartbeat_interval / 4, MIN_TICK), MAX_TICK)
         self._clock = clock
+        self._beats: dict[str, bytes | None] = {}
         self._offline: set[str] = set()
         # Score at which a stale node was last looked at: a dead node stays stale with the
         # same score, and is not looked at again until it beats (or is deleted).
@@ -52,21 +52,28 @@ class Liveness:
         await self._load()
         logger.info("liveness: offline after %gs without a heartbeat (%d x %gs)",
                     self.timeout, self._missed, self._interval)
-        self._listeners.append(self._on_event)
-        try:
-            while True:
-                await self.check()
-                checkpoint()
-                await asyncio.sleep(self.tick)
-        finally:
-            self._listeners.remove(self._on_event)
+        while True:
+            await self.check()
+            checkpoint()
+            await asyncio.sleep(self.tick)
 
-    def _on_event(self, event: events.Event) -> None:
-        # An agent that starts says "ready" by itself, also on a node in maintenance (a
-        # reboot is what maintenance is often for): noted here, put back in check().
-        if (event.type == events.NODE_STATUS_CHANGED and event.node_id
-                and event.data.get("status") == node_status.READY):
-            self._restarted.add(event.node_id)
+    async def observe_beats(self, now: float) -> None:
+        """Record ``now`` as the last heartbeat of every node whose alive key changed."""
+        store = self._store
+        ids = await store.node_ids()
+        if not ids:
+            return
+        values = await store.redis.mget([store.keys.alive(n) for n in ids])
+        beating: dict[str, float] = {}
+        for node_id, value in zip(ids, values, strict=True):
+            if node_id in self._beats and value is not None and value != self._beats[node_id]:
+                beating[node_id] = now
+            self._beats[node_id] = value
+        if len(self._beats) > len(ids):
+            for gone in set(self._beats) - set(ids):
+                del self._beats[gone]
+        if beating:
+            await store.redis.zadd(store.keys.heartbeats, beating, xx=True)
 
     async def _load(self) -> None:
         """Learn which nodes are offline already (marked by a previous lease holder)."""
@@ -91,6 +98,7 @@ class Liveness:
             logger.warning("liveness check ran %.1fs late; not judging this round", late)
             self._last_check = time.monotonic()
             return
+        await self.observe_beats(now)
         await self._judge(now)
         self._last_check = time.monotonic()
 
@@ -111,21 +119,6 @@ class Liveness:
                 self._offline.add(node_id)
         if self._offline:
             await self._check_resumed(cutoff)
-        if self._restarted:
-            await self._keep_maintenance()
-
-    async def _keep_maintenance(self) -> None:
-        store = self._store
-        ids, self._restarted = sorted(self._restarted), set()
-        async with store.redis.pipeline(transaction=False) as pipe:
-            for node_id in ids:
-                pipe.hget(store.keys.node(node_id), "maintenance")
-            flags = await pipe.execute()
-        for node_id, flag in zip(ids, flags, strict=True):
-            if flag == b"1":
-                await set_node_status(store, node_id, node_status.MAINTENANCE,
-                                      "agent restarted during maintenance",
-                                      expected=(node_status.READY,))
 
     async def _check_resumed(self, cutoff: float) -> None:
         store = self._store

@@ -28,6 +28,15 @@ class ControllerSettings(RedisSettings, LoggingSettings):
     heartbeat_interval: float = setting(5.0, "seconds between agent heartbeats (liveness)")
     missed_heartbeats: int = setting(3, "missed heartbeats before a node is marked offline")
     lease_ttl: float = setting(10.0, "seconds a singleton-duty lease lasts without renewal")
+    metrics_history: int = setting(120, "health reports kept per node (one hour at the "
+                                   "agents' default 30 s interval)")
+    agent_redis_address: str = setting(
+        "", "host:port at which the Pis reach Redis, put in the credentials issued to agents; "
+        "default: the host and port of the controller's own Redis URL")
+    agent_max_rate: float = setting(
+        200.0, "reports per second one agent may send on average; past it (and a burst of "
+        "10 s of that rate) its reports are dead-lettered, so one Pi cannot flood the rest")
+    ingest_batch: int = setting(256, "agent reports applied in one Redis transaction, at most")
     discovery: bool = setting(False, "browse mDNS for agents and stock Raspberry Pi OS hosts")
     discovery_interfaces: list[str] = setting([], "interfaces/addresses to browse on; the demo "
                                               "uses 127.0.0.1")
@@ -66,8 +75,6 @@ class ControllerSettings(RedisSettings, LoggingSettings):
                                        "seen by the server after installing K3s")
     reboot_timeout: float = setting(300.0, "seconds to wait for a Pi to come back after the "
                                     "cgroup fix reboot; a Pi 4 takes about 40")
-    agent_redis_url: str = setting("", "Redis URL written into the pi-agent config on the "
-                                   "Pis; empty = the controller's own redis_url", secret=True)
     agent_install_command: str = setting(
         "test -x /opt/pi-agent/bin/pi-agent || { python3 -m venv /opt/pi-agent && "
         "/opt/pi-agent/bin/pip install --quiet pi-controller; }",

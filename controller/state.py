@@ -44,7 +44,9 @@ class Node(msgspec.Struct, kw_only=True, omit_defaults=True):
 _node_fields = {f for f in Node.__struct_fields__ if f != "id"}
 
 
-def node_from_hash(node_id: str, raw: dict[bytes, bytes]) -> Node:
+def node_from_hash(node_id: str, raw: dict[bytes, bytes], last_beat: float | None = None
+                   ) -> Node:
+    """The node record; ``last_seen`` is its last heartbeat as the controller saw it."""
     fields: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.decode()
@@ -59,6 +61,8 @@ def node_from_hash(node_id: str, raw: dict[bytes, bytes]) -> Node:
             fields[name] = text in ("1", "true")
         else:
             fields[name] = text
+    if last_beat is not None:
+        fields["last_seen"] = float(last_beat)
     return Node(id=node_id, **fields)
 
 
@@ -100,12 +104,17 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             for node_id in ids:
                 pipe.hgetall(self.keys.node(node_id))
-            rows = await pipe.execute()
-        return [node_from_hash(i, r) for i, r in zip(ids, rows, strict=True) if r]
+            pipe.zmscore(self.keys.heartbeats, ids)
+            *rows, beats = await pipe.execute()
+        return [node_from_hash(i, r, beat) for i, r, beat in zip(ids, rows, beats, strict=True)
+                if r]
 
     async def node(self, node_id: str) -> Node | None:
-        raw = await self.redis.hgetall(self.keys.node(node_id))
-        return node_from_hash(node_id, raw) if raw else None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.node(node_id))
+            pipe.zscore(self.keys.heartbeats, node_id)
+            raw, beat = await pipe.execute()
+        return node_from_hash(node_id, raw, beat) if raw else None
 
     # --- GPIO resources ----------------------------------------------------------------
 
@@ -158,7 +167,8 @@ local kinds = {{'nodes', 'node:'}, {'gpio', 'gpio:'}, {'clusters', 'cluster:'}}
 for _, kind in ipairs(kinds) do
   local rows = {}
   for _, member in ipairs(redis.call('SMEMBERS', p .. kind[1])) do
-    rows[#rows + 1] = {member, redis.call('HGETALL', p .. kind[2] .. member)}
+    rows[#rows + 1] = {member, redis.call('HGETALL', p .. kind[2] .. member),
+                       redis.call('ZSCORE', p .. 'heartbeats', member)}
   end
   result[#result + 1] = rows
 end
@@ -181,14 +191,14 @@ async def snapshot(store: Store) -> Snapshot:
     """Everything, read in one atomic step with the id of the last event it reflects."""
     raw = await store.redis.eval(_SNAPSHOT_LUA, 0, store.keys.prefix)
     last_id = raw[0].decode()
-    nodes = sorted((node_from_hash(m.decode(), _pairs(h)) for m, h in raw[1] if h),
-                   key=lambda n: n.id)
+    nodes = sorted((node_from_hash(m.decode(), _pairs(h), float(beat) if beat else None)
+                    for m, h, beat in raw[1] if h), key=lambda n: n.id)
     pins = []
-    for _member, flat in raw[2]:
+    for _member, flat, _ in raw[2]:
         fields = _pairs(flat)
         if b"resource" in fields:
             pins.append(with_status(fields[b"resource"], fields.get(b"status")))
     pins.sort(key=lambda p: p.metadata.name)
     clusters = {m.decode(): {k.decode(): v.decode() for k, v in _pairs(h).items()}
-                for m, h in raw[3] if h}
+                for m, h, _ in raw[3] if h}
     return Snapshot(last_id=last_id, nodes=nodes, pins=pins, clusters=clusters)

@@ -1,9 +1,9 @@
 """Drives this node's pins to their declared state and reports what they really are.
 
-Desired state comes from commands and from the resources stored in Redis (reconcile);
-reported state goes out as ``gpio.state.changed`` together with the resource's status, in
-one transaction with the command's XACK, so a command is acknowledged exactly when its
-effect is recorded.
+Desired state comes from commands and from the node's declared resources (reconcile);
+what a pin really is goes out as a ``GpioReport`` in one transaction with the command's
+XACK, so a command is acknowledged exactly when its effect is reported. The controller turns
+the report into the resource's status and ``gpio.state.changed``.
 """
 
 from __future__ import annotations
@@ -15,15 +15,11 @@ from dataclasses import dataclass
 import msgspec
 
 from agent.gpio.backend import BackendError, GpioBackend
-from agent.outbox import Outbox, Write
-from common import events
+from agent.outbox import Ack, Outbox
+from common import events, reports
 from common.gpio import SAFE_STATE_MODES, GpioSpec, GpioStatus, Level
-from common.keys import Keys
 
 logger = logging.getLogger(__name__)
-
-_status_json = msgspec.json.Encoder()
-
 
 @dataclass(slots=True)
 class Owned:
@@ -56,11 +52,9 @@ def safe_spec(spec: GpioSpec) -> GpioSpec | None:
 
 
 class PinManager:
-    def __init__(self, backend: GpioBackend, outbox: Outbox, keys: Keys, node_id: str) -> None:
+    def __init__(self, backend: GpioBackend, outbox: Outbox) -> None:
         self.backend = backend
         self._outbox = outbox
-        self._keys = keys
-        self._node_id = node_id
         self._owned: dict[str, Owned] = {}
         self._by_pin: dict[int, str] = {}
         self._lock = asyncio.Lock()
@@ -71,7 +65,7 @@ class PinManager:
 
     async def apply(self, resource: str, spec: GpioSpec, generation: int, *,
                     actor: str | None = None, request_id: str | None = None,
-                    reason: str | None = None, ack: Write | None = None,
+                    reason: str | None = None, ack: Ack | None = None,
                     force: bool = False) -> bool:
         """Drive one resource's pin; report success or the backend's error. True if applied."""
         async with self._lock:
@@ -80,7 +74,7 @@ class PinManager:
                 # Already applied (the reconciler got there first after a restart) or stale:
                 # ack and skip, so a command takes effect, and is reported, exactly once.
                 if ack:
-                    self._outbox.emit(None, (ack,))
+                    self._outbox.emit(None, ack)
                 return False
             assert spec.pin is not None
             try:
@@ -134,7 +128,7 @@ class PinManager:
             await self.backend.unwatch(owned.spec.pin)
         self._by_pin.pop(owned.spec.pin, None)
 
-    async def release(self, resource: str, ack: Write | None = None) -> None:
+    async def release(self, resource: str, ack: Ack | None = None) -> None:
         async with self._lock:
             owned = self._owned.pop(resource, None)
             if owned is not None:
@@ -143,7 +137,7 @@ class PinManager:
                 except BackendError as err:
                     logger.warning("releasing %s: %s", resource, err)
             if ack:
-                self._outbox.emit(None, (ack,))
+                self._outbox.emit(None, ack)
 
     def _status(self, owned: Owned, *, phase: str = "Applied", message: str = "") -> GpioStatus:
         spec = owned.spec
@@ -163,28 +157,21 @@ class PinManager:
         )
 
     def _report(self, resource: str, owned: Owned, *, reason: str | None,
-                ack: Write | None, message: str = "") -> None:
-        status = self._status(owned, message=message)
-        assert owned.spec.pin is not None and status.state is not None
-        event = events.gpio_state_changed(
-            resource, self._node_id, owned.spec.pin, status.state,
-            status.pwm_duty if owned.spec.mode == "pwm" else None,
-            actor=owned.actor, request_id=owned.request_id, reason=reason)
-        writes = [Write(("HSET", self._keys.gpio(resource), "status", _status_json.encode(status)))]
-        if ack:
-            writes.append(ack)
-        self._outbox.emit(event, tuple(writes))
+                ack: Ack | None, message: str = "") -> None:
+        assert owned.spec.pin is not None
+        self._outbox.emit(reports.GpioReport(
+            resource=resource, pin=owned.spec.pin, status=self._status(owned, message=message),
+            reason=reason), ack)
 
     def _report_error(self, resource: str, spec: GpioSpec, generation: int, message: str,
-                      actor: str | None, request_id: str | None, ack: Write | None) -> None:
+                      actor: str | None, request_id: str | None, ack: Ack | None) -> None:
         logger.warning("GPIO %s (BCM %s) could not be applied: %s", resource, spec.pin, message)
+        assert spec.pin is not None
         status = GpioStatus(phase="Error", message=message, observed_at=events.now_iso(),
                             last_changed_by=actor, request_id=request_id,
                             backend=self.backend.name, observed_generation=generation)
-        writes = [Write(("HSET", self._keys.gpio(resource), "status", _status_json.encode(status)))]
-        if ack:
-            writes.append(ack)
-        self._outbox.emit(None, tuple(writes))
+        self._outbox.emit(reports.GpioReport(resource=resource, pin=spec.pin, status=status,
+                                             announce=False), ack)
 
     def _on_edge(self, pin: int, level: int) -> None:
         resource = self._by_pin.get(pin)

@@ -65,8 +65,27 @@ async def update_node(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/nodes/{node_id}")
 @requires("admin")
 async def delete_node(request: web.Request) -> web.Response:
-    await node_admin.forget(request.app[appkeys.STORE], request.match_info["node_id"],
-                            principal_of(request).name)
+    node_id = request.match_info["node_id"]
+    await node_admin.forget(request.app[appkeys.STORE], node_id, principal_of(request).name)
+    await request.app[appkeys.AGENTS].revoke(node_id)
+    return web.Response(status=204)
+
+
+@routes.post("/api/v1/nodes/{node_id}/agent-credentials")
+@requires("admin")
+async def issue_agent_credentials(request: web.Request) -> web.Response:
+    """Create or rotate the node's own Redis user; the answer is the only copy of its
+    password. The node need not exist yet: its agent registers itself when it starts."""
+    credentials = await request.app[appkeys.AGENTS].issue(request.match_info["node_id"])
+    return json_response(credentials, 201, {"Cache-Control": "no-store"})
+
+
+@routes.delete("/api/v1/nodes/{node_id}/agent-credentials")
+@requires("admin")
+async def revoke_agent_credentials(request: web.Request) -> web.Response:
+    node_id = request.match_info["node_id"]
+    if not await request.app[appkeys.AGENTS].revoke(node_id):
+        raise NotFoundError("agent credentials", node_id)
     return web.Response(status=204)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncssh
 import msgspec
 
+from common.files import write_secret
 from common.keys import Keys
 from common.redis_client import Redis
 
@@ -48,14 +49,8 @@ class ControllerKey:
     def _load_or_create(self) -> asyncssh.SSHKey:
         if self.path.exists():
             return asyncssh.read_private_key(self.path)
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = asyncssh.generate_private_key("ssh-ed25519", comment="pi-controller")
-        tmp = self.path.with_suffix(".tmp")
-        # Created 0600 from the start: the private key is never readable by others.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(key.export_private_key())
-        tmp.replace(self.path)
+        write_secret(self.path, key.export_private_key())
         self.path.with_suffix(".pub").write_bytes(key.export_public_key())
         logger.info("generated the controller's SSH key %s", self.path)
         return key

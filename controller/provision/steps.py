@@ -15,11 +15,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from redis.exceptions import WatchError
 
 from common import events
 from controller import node_status
+from controller.agent_access import AgentAccess
 from controller.provision import agent_unit, doctor, k3s, model
 from controller.provision.credentials import ControllerKey, HostKeys
 from controller.provision.model import Cluster, Job
@@ -306,8 +308,15 @@ async def step_wait_ready(ctx: Context) -> str:
 async def step_install_agent(ctx: Context) -> str:
     session = await ctx.session()
     settings = ctx.settings
+    # The node's own Redis user (rotated on every install): the Pi never holds more than
+    # its own keys.
+    credentials = await AgentAccess(
+        ctx.store.redis, ctx.store.keys, redis_url=settings.redis_target(),
+        agent_address=settings.agent_redis_address).issue(ctx.job.node_id)
+    ctx.redact.add(credentials.redis_url)
+    ctx.redact.add(urlsplit(credentials.redis_url).password or "")
     await agent_unit.install(session, node_id=ctx.job.node_id,
-                             redis_url=settings.agent_redis_url or settings.redis_url,
+                             redis_url=credentials.redis_url,
                              redis_prefix=settings.redis_prefix,
                              install_command=settings.agent_install_command)
     return f"pi-agent installed and started ({agent_unit.UNIT_PATH})"

@@ -1,0 +1,139 @@
+"""Each agent's own Redis identity: an ACL user that reaches its node's keys and nothing else.
+
+An agent's user may append to its ingress stream, read and acknowledge its command stream
+through its consumer group, rewrite its ``alive`` key and read its ``desired`` hash. Every
+other key (tokens, sessions, host keys, clusters, jobs, ``pic:events``, other nodes) answers
+NOPERM. Redis keeps ACL users in memory only, so the controller keeps each user's record
+(name and the SHA-256 of its password, never the password) and re-applies them all whenever
+it (re)connects: users survive a Redis restart without an ACL file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from urllib.parse import quote, urlsplit
+
+import msgspec
+from redis.exceptions import ResponseError
+
+from common import events
+from common.errors import NotFoundError, ValidationError
+from common.keys import INGEST_GROUP, Keys
+from common.redis_client import Redis
+from controller.discovery.recognise import NODE_ID_RE
+
+logger = logging.getLogger(__name__)
+
+
+class AgentRecord(msgspec.Struct, kw_only=True):
+    username: str
+    password_sha256: str
+    issued_at: str
+
+
+class AgentCredentials(msgspec.Struct, kw_only=True):
+    """Answered once, when issued: the password is not kept anywhere in clear."""
+
+    redis_url: str
+    username: str
+
+
+_record_json = msgspec.json.Encoder()
+_record_decoder = msgspec.json.Decoder(AgentRecord)
+
+
+def acl_rules(keys: Keys, node_id: str, password_sha256: str) -> list[str]:
+    """ACL SETUSER arguments: no key or command but those, each command only on its key."""
+    return [
+        "reset", "on", f"#{password_sha256}", "resetchannels", "-@all",
+        "+ping", "+client|setname", "+select", "+multi", "+exec", "+discard",
+        f"(~{keys.ingress(node_id)} +xadd)",
+        f"(~{keys.commands(node_id)} +xreadgroup +xack +xgroup|create)",
+        f"(~{keys.alive(node_id)} +set)",
+        f"(%R~{keys.desired(node_id)} +hgetall)",
+    ]
+
+
+def agent_url(controller_url: str, agent_address: str, username: str, password: str) -> str:
+    """The URL an agent connects with: the Pis' view of Redis, the agent's own user."""
+    parts = urlsplit(controller_url)
+    scheme = "rediss" if parts.scheme == "rediss" else "redis"
+    address = agent_address or f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+    db = parts.path.lstrip("/") or "0"
+    return f"{scheme}://{quote(username, safe='')}:{quote(password, safe='')}@{address}/{db}"
+
+
+class AgentAccess:
+    def __init__(self, redis: Redis, keys: Keys, *, redis_url: str,
+                 agent_address: str) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._redis_url = redis_url
+        self._agent_address = agent_address
+
+    async def issue(self, node_id: str) -> AgentCredentials:
+        """Create or rotate the node's user; an old password stops working at once."""
+        if not isinstance(node_id, str) or not NODE_ID_RE.match(node_id):
+            raise ValidationError("node_id", "lower-case letters, digits and '-', at most 63")
+        password = secrets.token_urlsafe(32)
+        username = self._keys.agent_user(node_id)
+        record = AgentRecord(username=username,
+                             password_sha256=hashlib.sha256(password.encode()).hexdigest(),
+                             issued_at=events.now_iso())
+        await self._apply(node_id, record)
+        await self._redis.hset(self._keys.agents, node_id, _record_json.encode(record))
+        await self._ensure_ingress(node_id)
+        await self._disconnect(username)
+        logger.info("agent credentials issued for node %s (user %s)", node_id, username)
+        return AgentCredentials(redis_url=agent_url(self._redis_url, self._agent_address,
+                                                    username, password), username=username)
+
+    async def revoke(self, node_id: str) -> bool:
+        """Remove the node's user and cut its connections; False if it had none."""
+        username = self._keys.agent_user(node_id)
+        removed = await self._redis.hdel(self._keys.agents, node_id)
+        await self._redis.execute_command("ACL", "DELUSER", username)
+        await self._disconnect(username)
+        if removed:
+            logger.info("agent credentials of node %s revoked", node_id)
+        return bool(removed)
+
+    async def require(self, node_id: str) -> AgentRecord:
+        raw = await self._redis.hget(self._keys.agents, node_id)
+        if raw is None:
+            raise NotFoundError("agent credentials", node_id)
+        return _record_decoder.decode(raw)
+
+    async def enrolled(self) -> list[str]:
+        """Nodes that have agent credentials: the ingress streams the controller reads."""
+        return sorted(n.decode() for n in await self._redis.hkeys(self._keys.agents))
+
+    async def apply_all(self) -> int:
+        """Re-create every recorded user (after a Redis restart they are gone)."""
+        records = await self._redis.hgetall(self._keys.agents)
+        for node_id, raw in records.items():
+            await self._apply(node_id.decode(), _record_decoder.decode(raw))
+            await self._ensure_ingress(node_id.decode())
+        return len(records)
+
+    async def _apply(self, node_id: str, record: AgentRecord) -> None:
+        await self._redis.execute_command(
+            "ACL", "SETUSER", record.username,
+            *acl_rules(self._keys, node_id, record.password_sha256))
+
+    async def _ensure_ingress(self, node_id: str) -> None:
+        try:
+            await self._redis.xgroup_create(self._keys.ingress(node_id), INGEST_GROUP, id="0",
+                                            mkstream=True)
+        except ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    async def _disconnect(self, username: str) -> None:
+        try:
+            await self._redis.execute_command("CLIENT", "KILL", "USER", username)
+        except ResponseError as err:
+            if "No such user" not in str(err):
+                raise

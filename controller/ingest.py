@@ -1,0 +1,416 @@
+"""Ingest: the controller turns what agents report into state and canonical events.
+
+Agents are untrusted tenants: each appends reports (``common.reports``) to its own ingress
+stream and can write nothing else. This duty reads every enrolled node's ingress stream
+through the ``controller`` consumer group, checks each report, and writes the state change,
+the canonical event on ``pic:events`` and the acknowledgement of the report in one
+MULTI/EXEC, so a report is applied exactly once (a new lease holder first re-reads what the
+previous one read but did not acknowledge) and in the order its node sent it.
+
+A report is rejected, never applied, when it cannot be decoded, is oversized, is of an
+unknown kind, speaks for another node, concerns a GPIO resource that is not its node's (or
+a pin or generation that resource does not have), or comes faster than ``agent_max_rate``.
+A rejected report goes to the dead-letter stream with its reason and is counted; the first
+rejection of a burst raises one ``system.log.created`` warning naming the node; nothing of it
+reaches state or ``/ws``.
+
+It runs under a lease on one replica at a time: the reports of one node must be applied in
+the order they were sent (input edges alternate), which a consumer group shared by several
+replicas would not keep. The lease hands the work over within one TTL when its holder dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
+
+from common import events, gpio, reports
+from common.errors import ConflictError, DecodeError
+from common.keys import INGEST_CONSUMER, INGEST_GROUP
+from common.redis_client import UNAVAILABLE
+from common.tasks import checkpoint
+from controller import node_status, tx
+from controller.agent_access import AgentAccess
+from controller.gpio_service import GpioService
+from controller.state import Store
+
+logger = logging.getLogger(__name__)
+
+BLOCK_MS: Final = 500
+REFRESH_SECONDS: Final = 1.0
+"""How often the set of enrolled nodes is re-read: a node given credentials on any replica
+is listened to within about this long."""
+WARN_EVERY: Final = 10.0
+"""Seconds between two warnings about the same node's rejected reports (one per burst)."""
+DEAD_LETTER_MAXLEN: Final = 10_000
+MAX_TEXT: Final = 2000
+"""Longest log message kept from an agent, in characters."""
+MAX_METRICS: Final = 64
+LEVELS: Final = frozenset(("debug", "info", "warning", "error", "critical"))
+
+_status_json = msgspec.json.Encoder()
+
+
+class Rejected(Exception):
+    """A report that must not be applied; the message is the dead letter's reason."""
+
+
+@dataclass(slots=True)
+class Entry:
+    node_id: str
+    stream: str
+    entry_id: bytes
+    raw: bytes
+    report: reports.AnyReport | None = None
+    rejection: str | None = None
+
+
+@dataclass(slots=True)
+class _NodeView:
+    status: str | None
+    maintenance: bool
+
+
+@dataclass(slots=True)
+class _PinView:
+    node_id: str
+    pin: int | None
+    generation: int
+
+
+@dataclass(slots=True)
+class Plan:
+    writes: list[Callable[[Pipeline], object]] = field(default_factory=list)
+    events: list[events.Event] = field(default_factory=list)
+    rejected: list[Entry] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+
+class RateLimit:
+    """Token bucket per node: ``rate`` reports a second on average, bursts of 10 s of it."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._burst = max(rate * 10, 1.0)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, node_id: str) -> bool:
+        now = self._clock()
+        tokens, then = self._buckets.get(node_id, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - then) * self._rate)
+        allowed = tokens >= 1.0
+        self._buckets[node_id] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
+
+
+class Ingest:
+    def __init__(self, store: Store, access: AgentAccess, gpio_service: GpioService, *,
+                 max_rate: float, batch: int, metrics_history: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._gpio = gpio_service
+        self._keys = store.keys
+        self._access = access
+        self._rates = RateLimit(max_rate)
+        self._batch = batch
+        self._history = max(metrics_history, 1)
+        self._clock = clock
+        self._warned: dict[str, float] = {}
+        self._streams: dict[str, str] = {}
+        self._refreshed = float("-inf")
+        self.applied = 0
+        self.rejected = 0
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                restored = await self._access.apply_all()
+                if await self._gpio.rebuild_desired():
+                    logger.info("ingest: filled in nodes' declared GPIO state")
+                logger.info("ingest: reading the reports of %d enrolled node(s)", restored)
+                await self._refresh(force=True)
+                await self._read("0")  # what a previous holder read but did not apply
+                while True:
+                    checkpoint()
+                    await self._refresh()
+                    await self._read(">")
+                    delay = 0.1
+            except UNAVAILABLE as err:
+                logger.debug("ingest: Redis unavailable (%s)", type(err).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except ResponseError as err:
+                if "NOGROUP" not in str(err):
+                    raise
+                # A stream vanished (node deleted, Redis flushed): re-create the groups.
+                await asyncio.sleep(delay)
+
+    async def _refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._refreshed < REFRESH_SECONDS:
+            return
+        self._refreshed = now
+        self._streams = {self._keys.ingress(n): n for n in await self._access.enrolled()}
+
+    async def _read(self, position: str) -> None:
+        """Apply what the streams hold from ``position``: ">" new entries (blocking once),
+        "0" this consumer's unacknowledged ones, until none is left."""
+        if not self._streams:
+            await asyncio.sleep(BLOCK_MS / 1000)
+            return
+        reply = await self._store.redis.xreadgroup(
+            INGEST_GROUP, INGEST_CONSUMER, dict.fromkeys(self._streams, position),
+            count=self._batch, block=BLOCK_MS if position == ">" else None)
+        batch: list[Entry] = []
+        for raw_stream, items in reply or ():
+            stream = raw_stream.decode()
+            node_id = self._streams.get(stream)
+            if node_id is None:
+                continue
+            for entry_id, fields in items:
+                if fields is None:  # trimmed away while pending
+                    continue
+                batch.append(Entry(node_id, stream, entry_id, fields.get(reports.REPORT_FIELD)
+                                   or b""))
+        if batch:
+            await self.apply(batch)
+            if position == "0":
+                await self._read("0")
+
+    # --- applying ----------------------------------------------------------------------
+
+    async def apply(self, batch: list[Entry]) -> None:
+        for entry in batch:
+            self._decode(entry)
+        nodes = sorted({e.node_id for e in batch if e.report is not None})
+        pins = sorted({e.report.resource for e in batch
+                       if isinstance(e.report, reports.GpioReport)})
+        watch = [self._keys.node(n) for n in nodes] + [self._keys.gpio(p) for p in pins]
+
+        async def body(pipe: Pipeline) -> Plan:
+            node_views = {n: await self._node_view(pipe, n) for n in nodes}
+            pin_views = {p: await self._pin_view(pipe, p) for p in pins}
+            plan = Plan()
+            for entry in batch:
+                self._plan(entry, plan, node_views, pin_views)
+            pipe.multi()
+            for write in plan.writes:
+                write(pipe)
+            for event in plan.events:
+                self._store.stage_event(pipe, event)
+            for rejected in plan.rejected:
+                self._stage_dead_letter(pipe, rejected)
+            by_stream: dict[str, list[bytes]] = {}
+            for entry in batch:
+                by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, INGEST_GROUP, *ids)
+                pipe.xdel(stream, *ids)
+            return plan
+
+        while True:
+            try:
+                plan = await tx.transact(self._store.redis, watch, body, what="agent reports")
+                break
+            except ConflictError:
+                await asyncio.sleep(0.05)
+        self.applied += len(batch) - len(plan.rejected)
+        self.rejected += len(plan.rejected)
+        for line in plan.log:
+            logger.info("%s", line)
+        for entry in plan.rejected:
+            logger.debug("report %s of node %s dead-lettered: %s", entry.entry_id.decode(),
+                         entry.node_id, entry.rejection)
+
+    def _decode(self, entry: Entry) -> None:
+        entry.report, entry.rejection = None, None
+        if not self._rates.allow(entry.node_id):
+            entry.rejection = "rate limit: more reports than agent_max_rate allows"
+            return
+        if not entry.raw:
+            entry.rejection = f"missing field {reports.REPORT_FIELD.decode()!r}"
+            return
+        try:
+            entry.report = reports.decode(entry.raw)
+        except DecodeError as err:
+            entry.rejection = str(err)
+
+    async def _node_view(self, pipe: Pipeline, node_id: str) -> _NodeView:
+        status, maintenance = await pipe.hmget(self._keys.node(node_id), "status",
+                                               "maintenance")
+        return _NodeView(status.decode() if status else None, maintenance == b"1")
+
+    async def _pin_view(self, pipe: Pipeline, name: str) -> _PinView | None:
+        raw = await pipe.hget(self._keys.gpio(name), "resource")
+        if raw is None:
+            return None
+        try:
+            pin = gpio.decode_pin(raw)
+        except msgspec.DecodeError:
+            return None
+        return _PinView(pin.spec.node_name, pin.spec.pin, pin.metadata.generation)
+
+    def _plan(self, entry: Entry, plan: Plan, nodes: dict[str, _NodeView],
+              pins: dict[str, _PinView | None]) -> None:
+        if entry.report is not None:
+            try:
+                self._plan_report(entry.node_id, entry.report, plan, nodes, pins)
+                return
+            except Rejected as err:
+                entry.rejection = str(err)
+        plan.rejected.append(entry)
+        self._maybe_warn(entry, plan)
+
+    def _plan_report(self, node_id: str, report: reports.AnyReport, plan: Plan,
+                     nodes: dict[str, _NodeView], pins: dict[str, _PinView | None]) -> None:
+        keys, now = self._keys, self._clock()
+        view = nodes[node_id]
+        if isinstance(report, reports.Started):
+            self._plan_started(node_id, report, plan, view, now)
+            return
+        if view.status is None:
+            raise Rejected(f"node {node_id} has not registered (no 'started' report yet)")
+        if isinstance(report, reports.Stopping):
+            plan.writes.append(lambda p: p.zrem(keys.heartbeats, node_id))
+            if view.status not in (node_status.MAINTENANCE, node_status.OFFLINE):
+                self._transition(plan, node_id, view, node_status.OFFLINE,
+                                 _text(report.reason), now)
+        elif isinstance(report, reports.Health):
+            if len(report.metrics) > MAX_METRICS:
+                raise Rejected(f"health report with {len(report.metrics)} metrics "
+                               f"(at most {MAX_METRICS})")
+            key, encoded = keys.node_metrics(node_id), msgspec.json.encode(report.metrics)
+            plan.writes.append(lambda p: p.lpush(key, encoded))
+            plan.writes.append(lambda p: p.ltrim(key, 0, self._history - 1))
+            plan.events.append(events.node_health_reported(node_id, report.metrics))
+        elif isinstance(report, reports.GpioReport):
+            self._plan_gpio(node_id, report, plan, pins.get(report.resource))
+        elif isinstance(report, reports.LogLine):
+            if report.level not in LEVELS:
+                raise Rejected(f"unknown log level {report.level!r}")
+            source = _text(report.source, 100)
+            plan.events.append(events.system_log_created(
+                report.level, _text(report.message),  # type: ignore[arg-type]
+                source=source if source.startswith("agent/") else f"agent/{source}",
+                node_id=node_id))
+        elif isinstance(report, reports.CommandRejected):
+            stream, entry_id = keys.commands(node_id), _text(report.entry_id, 40)
+            plan.writes.append(lambda p: p.xadd(keys.dead_letters, {
+                b"stream": stream, b"id": entry_id, b"node": node_id,
+                b"reason": f"agent could not decode the command: {_text(report.reason)}",
+                b"raw": report.raw[:1024]}, maxlen=DEAD_LETTER_MAXLEN, approximate=True))
+            plan.writes.append(lambda p: p.incr(keys.dead_letter_count))
+
+    def _plan_started(self, node_id: str, report: reports.Started, plan: Plan,
+                      view: _NodeView, now: float) -> None:
+        facts = report.facts
+        if facts.node_id != node_id:
+            raise Rejected(f"node {node_id} reported facts for node {facts.node_id!r}")
+        fields = _checked_facts(facts)
+        keys = self._keys
+        plan.writes.append(lambda p: p.hset(keys.node(node_id), mapping=fields))
+        plan.writes.append(lambda p: p.zadd(keys.heartbeats, {node_id: now}))
+        reason = _text(report.reason)
+        if view.status is None:
+            plan.writes.append(lambda p: p.sadd(keys.nodes, node_id))
+            plan.writes.append(lambda p: p.hset(keys.node(node_id), "source", "agent"))
+            plan.events.append(events.node_discovered(node_id, fields["ip_address"],
+                                                      fields["hostname"], source="agent"))
+        target = node_status.MAINTENANCE if view.maintenance else node_status.READY
+        if view.status != target:
+            self._transition(plan, node_id, view, target, reason, now)
+
+    def _transition(self, plan: Plan, node_id: str, view: _NodeView, status: str,
+                    reason: str, now: float) -> None:
+        previous, key = view.status, self._keys.node(node_id)
+        plan.writes.append(lambda p: p.hset(key, mapping={
+            "status": status, "status_reason": reason, "status_changed": f"{now:.3f}"}))
+        plan.events.append(events.node_status_changed(node_id, status, previous, reason=reason))
+        plan.log.append(f"node {node_id}: {previous} -> {status} ({reason})")
+        view.status = status
+
+    def _plan_gpio(self, node_id: str, report: reports.GpioReport, plan: Plan,
+                   pin: _PinView | None) -> None:
+        name, status = report.resource, report.status
+        if pin is None:
+            raise Rejected(f"node {node_id} reported GPIO resource {name!r}, which does not "
+                           "exist")
+        if pin.node_id != node_id:
+            raise Rejected(f"node {node_id} reported GPIO resource {name!r} of node "
+                           f"{pin.node_id}")
+        if report.pin != pin.pin:
+            raise Rejected(f"node {node_id} reported BCM {report.pin} for {name!r}, which is "
+                           f"on BCM {pin.pin}")
+        if status.observed_generation > pin.generation:
+            raise Rejected(f"node {node_id} reported generation {status.observed_generation} "
+                           f"of {name!r}, ahead of the declared {pin.generation}")
+        if report.announce and status.state is None:
+            raise Rejected(f"node {node_id} announced {name!r} without a state")
+        key, encoded = self._keys.gpio(name), _status_json.encode(status)
+        plan.writes.append(lambda p: p.hset(key, "status", encoded))
+        if report.announce:
+            assert status.state is not None
+            plan.events.append(events.gpio_state_changed(
+                name, node_id, report.pin, status.state, status.pwm_duty,
+                actor=status.last_changed_by, request_id=status.request_id,
+                reason=report.reason))
+
+    def _stage_dead_letter(self, pipe: Pipeline, entry: Entry) -> None:
+        pipe.xadd(self._keys.dead_letters, {
+            b"stream": entry.stream, b"id": entry.entry_id, b"node": entry.node_id,
+            b"reason": entry.rejection or "rejected", b"raw": entry.raw[:1024]},
+            maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        pipe.incr(self._keys.dead_letter_count)
+
+    def _maybe_warn(self, entry: Entry, plan: Plan) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(entry.node_id, float("-inf")) < WARN_EVERY:
+            return
+        self._warned[entry.node_id] = now
+        message = (f"rejected a report from node {entry.node_id}: {entry.rejection} "
+                   f"(further rejections in the next {WARN_EVERY:g} s are only counted)")
+        logger.warning("%s", message)
+        plan.events.append(events.system_log_created(
+            "warning", message, source="controller/ingest", node_id=entry.node_id))
+
+
+def _text(value: str, limit: int = MAX_TEXT) -> str:
+    """Agent text as we store it: bounded, without control characters."""
+    return "".join(c if c.isprintable() else " " for c in value[:limit])
+
+
+_FACT_LIMITS: Final = {"hostname": 253, "model": 120, "arch": 32, "os": 120, "kernel": 120,
+                       "agent_version": 40, "gpio_backend": 16}
+
+
+def _checked_facts(facts: reports.NodeFacts) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for name, limit in _FACT_LIMITS.items():
+        value: str = getattr(facts, name)
+        if len(value) > limit or not value.isprintable():
+            raise Rejected(f"{name} must be printable and at most {limit} characters")
+        fields[name] = value
+    address = facts.ip_address
+    if address:
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(address)
+            fields["ip_address"] = address
+        if "ip_address" not in fields:
+            raise Rejected(f"ip_address {address[:60]!r} is not an IP address")
+    else:
+        fields["ip_address"] = ""
+    return fields
