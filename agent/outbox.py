@@ -84,6 +84,8 @@ class Outbox:
             if not self.dropped:
                 self._dropped_since = events.now_iso()
             self.dropped += 1
+        if report is not None and report.at is None:
+            report.at = events.now_iso()
         self._queue.append(_Item(reports.encode(report) if report else None, ack))
         self._drained.clear()
         self._wakeup.set()

@@ -42,7 +42,9 @@ class NodeFacts(msgspec.Struct, kw_only=True):
 
 
 class Report(msgspec.Struct, tag_field="kind", kw_only=True):
-    pass
+    at: str | None = None
+    """When the agent observed it (ISO 8601 UTC, as ``events.now_iso``); set by the outbox.
+    It becomes the event's timestamp, so an edge queued during an outage keeps its time."""
 
 
 class Started(Report, tag="started"):

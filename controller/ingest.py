@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -206,7 +207,11 @@ class Ingest:
             pin_views = {p: await self._pin_view(pipe, p) for p in pins}
             plan = Plan()
             for entry in batch:
+                first = len(plan.events)
                 self._plan(entry, plan, node_views, pin_views)
+                stamp = _observed_at(entry.report)
+                for event in plan.events[first:]:
+                    event.timestamp = min(event.timestamp, stamp or event.timestamp)
             pipe.multi()
             for write in plan.writes:
                 write(pipe)
@@ -386,6 +391,15 @@ class Ingest:
         logger.warning("%s", message)
         plan.events.append(events.system_log_created(
             "warning", message, source="controller/ingest", node_id=entry.node_id))
+
+
+_ISO_UTC: Final = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def _observed_at(report: reports.AnyReport | None) -> str | None:
+    """The agent's time of the fact when well-formed; the caller keeps it from the future."""
+    at = report.at if report is not None else None
+    return at if at is not None and _ISO_UTC.match(at) else None
 
 
 def _text(value: str, limit: int = MAX_TEXT) -> str:

@@ -181,10 +181,10 @@ async def test_maintenance_survives_an_agent_restart_and_is_never_marked_offline
         async def registered_again() -> bool:
             client = aioredis.Redis.from_url(redis_url)
             try:
-                seen = await client.hget(Keys().node("pi-m"), "last_seen")
+                seen = await client.zscore(Keys().heartbeats, "pi-m")
             finally:
                 await client.aclose()
-            return seen is not None and float(seen) > restarted
+            return seen is not None and seen > restarted
 
         await wait_until(registered_again, 20, what="the restarted agent's registration")
         pi.kill()

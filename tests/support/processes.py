@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -17,13 +18,21 @@ ADMIN_TOKEN = "pic_test_admin_token"
 
 
 class Proc:
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None,
+                 before_start: Callable[[], None] | None = None) -> None:
         self.args = args
         self.log_path = log
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
+        self._before_start = before_start
+
+    def prepare(self) -> None:
+        """What must be done before the process can start (e.g. issuing its credentials)."""
+        if self._before_start is not None:
+            self._before_start()
 
     def start(self) -> Proc:
+        self.prepare()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log,
@@ -76,10 +85,31 @@ def controller(redis_url: str, log: Path, *, port: int | None = None,
 
 
 def agent(redis_url: str, node_id: str, log: Path, *, extra: list[str] | None = None,
-          env: dict[str, str] | None = None) -> Proc:
-    return Proc([sys.executable, "-m", "agent", "--redis-url", redis_url, "--node-id", node_id,
+          env: dict[str, str] | None = None, confined: bool = True) -> Proc:
+    """A pi-agent process. ``confined`` (the default): ``redis_url`` is the controller's, and
+    the agent runs with credentials of its own issued from it (``pi-controller
+    agent-credentials``, once per node and log folder, so a restart keeps them), as every
+    real Pi does. Otherwise it connects with ``redis_url`` itself."""
+    url_file = log.parent / "agent-credentials" / f"{node_id}.url"
+
+    def issue() -> None:
+        if not url_file.exists():
+            issue_credentials(redis_url, [node_id], url_file.parent)
+
+    target = ["--redis-url-file", str(url_file)] if confined else ["--redis-url", redis_url]
+    return Proc([sys.executable, "-m", "agent", *target, "--node-id", node_id,
                  "--hostname", node_id, "--address", "127.0.0.1", "--heartbeat-interval", "0.5",
-                 *(extra or [])], log, env)
+                 *(extra or [])], log, env, before_start=issue if confined else None)
+
+
+def issue_credentials(redis_url: str, node_ids: list[str], out_dir: Path,
+                      prefix: str = "pic:") -> None:
+    """``pi-controller agent-credentials``, run as an operator would."""
+    done = subprocess.run(
+        [sys.executable, "-m", "controller", "agent-credentials", "--redis-url", redis_url,
+         "--redis-prefix", prefix, *node_ids, "--out-dir", str(out_dir)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 async def wait_ready(url: str, proc: Proc, timeout: float = 20.0) -> None:
@@ -94,3 +124,13 @@ async def wait_ready(url: str, proc: Proc, timeout: float = 20.0) -> None:
             return False
 
     await wait_until(ready, timeout, interval=0.05, what=f"{url}/readyz")
+
+
+async def enroll(controller_url: str, node_id: str) -> str:
+    """Issue a node's own agent credentials through the API, as an admin would; its URL."""
+    async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as session, session.post(
+            f"{controller_url}/api/v1/nodes/{node_id}/agent-credentials") as response:
+        body = await response.json()
+        assert response.status == 201, body
+        return str(body["redis_url"])

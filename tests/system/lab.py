@@ -70,10 +70,11 @@ class LabRedis:
 
 def agent(lan: Lan, ns: str, address: str, node_id: str, redis_url: str, log: Path,
           extra: list[str] | None = None) -> Proc:
-    args = processes.agent(redis_url, node_id, log, extra=[
+    proc = processes.agent(redis_url, node_id, log, extra=[
         "--address", address, "--mdns", "--mdns-interfaces", address,
-        "--heartbeat-interval", "0.2", *(extra or [])]).args
-    return lan.run(ns, args, log)
+        "--heartbeat-interval", "0.2", *(extra or [])])
+    proc.prepare()
+    return lan.run(ns, proc.args, log)
 
 
 def avahi(lan: Lan, ns: str, hostname: str, directory: Path) -> Proc:

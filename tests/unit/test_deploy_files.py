@@ -1,6 +1,8 @@
 """The deployment files can't run here (no Docker engine, no cluster): check them by reading.
 
 Every PIC_* variable they set must be a real setting, or it would be silently ignored.
+No password is written in them: only references to the environment or to Secrets.
+(tests/integration/test_redis_lockdown.py runs the Redis configuration for real.)
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import configparser
 import dataclasses
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -19,16 +22,35 @@ from controller.settings import ControllerSettings
 ROOT = Path(__file__).resolve().parents[2]
 KNOWN = {env_var(f) for cls in (AgentSettings, ControllerSettings)
          for f in dataclasses.fields(cls)}
+# The Redis container runs redis-cli (its healthcheck), which reads the password from this.
+REDIS_CLI_VARIABLES = {"REDISCLI_AUTH"}
+PASSWORD_REF = re.compile(r"\$\{PIC_REDIS_PASSWORD:\?[^}]+\}")
+CONTROLLER_URL = "redis://pic-controller:${PIC_REDIS_PASSWORD:?set PIC_REDIS_PASSWORD}@redis:6379/0"
+CONTROLLER_ACL = ["~pic:*", "&*", "+@all", "-@dangerous", "+acl|setuser", "+acl|deluser",
+                  "+acl|getuser", "+acl|whoami", "+client|kill", "+info", "+role"]
+MANIFESTS = sorted((ROOT / "deploy/kubernetes").glob("*.yaml"))
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def user_args(command: list[str]) -> list[str]:
+    """The --user directive of a redis-server command line, up to the next directive."""
+    start = command.index("--user")
+    end = next((i for i in range(start + 1, len(command)) if command[i].startswith("--")),
+               len(command))
+    return [str(arg) for arg in command[start + 1:end]]
 
 
 def test_compose_file_is_valid_and_complete() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert {"redis", "controller", "agent-1", "agent-2"} <= set(services)
+    services = compose()["services"]
+    assert {"redis", "controller", "enroll", "agent-1", "agent-2"} <= set(services)
     assert "appendonly yes" in (ROOT / "deploy/redis/redis.conf").read_text()
     for name, service in services.items():
+        known = REDIS_CLI_VARIABLES if name == "redis" else KNOWN
         for variable in service.get("environment", {}):
-            assert variable in KNOWN, f"{name} sets unknown {variable}"
+            assert variable in known, f"{name} sets unknown {variable}"
         for dependency in service.get("depends_on", {}):
             assert dependency in services
         build = service.get("build")
@@ -53,3 +75,191 @@ def test_kubernetes_manifests_use_real_settings() -> None:
             text = yaml.safe_dump(document)
             for variable in re.findall(r"name: (PIC_[A-Z_]+)", text):
                 assert variable in KNOWN, f"{path.name} sets unknown {variable}"
+
+
+def test_compose_runs_redis_with_acl_users() -> None:
+    redis = compose()["services"]["redis"]
+    command = redis["command"]
+    assert command[:2] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
+    assert "./deploy/redis/redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis["volumes"]
+    user = user_args(command)
+    assert user[:2] == ["pic-controller", "on"]
+    assert PASSWORD_REF.fullmatch(user[2].removeprefix(">")) and user[2].startswith(">")
+    assert user[3:] == CONTROLLER_ACL
+    assert PASSWORD_REF.fullmatch(redis["environment"]["REDISCLI_AUTH"])
+    test = redis["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "redis-cli"] and test[-1] == "ping"
+    assert "-e" in test and test[test.index("--user") + 1] == "pic-controller"
+    config = (ROOT / "deploy/redis/redis.conf").read_text()
+    assert re.search(r"^user default off$", config, re.M)
+    assert re.search(r"^protected-mode yes$", config, re.M)
+    for line in ("tls-port", "tls-cert-file", "tls-key-file", "tls-ca-cert-file", "port 0"):
+        assert re.search(rf"^# {line}\b", config, re.M), f"no commented {line} line"
+    assert "rediss://" in config and "PIC_REDIS_CA_FILE" in config
+
+
+def test_compose_gives_each_agent_its_own_credentials() -> None:
+    document = compose()
+    services = document["services"]
+    assert "agent-creds" in document["volumes"]
+    controller, enroll = services["controller"], services["enroll"]
+    assert controller["environment"]["PIC_REDIS_URL"] == CONTROLLER_URL
+    assert enroll["environment"]["PIC_REDIS_URL"] == CONTROLLER_URL
+    assert enroll["build"] == controller["build"]
+    assert enroll["command"] == ["pi-controller", "agent-credentials", "sim-pi-1", "sim-pi-2",
+                                 "--out-dir", "/creds"]
+    assert enroll["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    assert enroll["volumes"] == ["agent-creds:/creds"]
+    assert enroll.get("restart", "no") == "no"
+    for name, node in (("agent-1", "sim-pi-1"), ("agent-2", "sim-pi-2")):
+        agent = services[name]
+        assert agent["depends_on"] == {
+            "enroll": {"condition": "service_completed_successfully"}}
+        assert agent["volumes"] == ["agent-creds:/creds:ro"]
+        assert agent["environment"]["PIC_REDIS_URL_FILE"] == f"/creds/{node}.url"
+        assert agent["environment"]["PIC_NODE_ID"] == node
+        assert "PIC_REDIS_URL" not in agent["environment"]
+    header = (ROOT / "docker-compose.yml").read_text().split("services:")[0]
+    assert "PIC_ADMIN_TOKEN=" in header and "PIC_REDIS_PASSWORD=" in header
+
+
+def literal_secrets(text: str) -> list[str]:
+    """Passwords written out: in URLs, as ACL '>password' rules, in password settings.
+
+    A reference to the environment (${VAR...}) or to a Kubernetes variable ($(VAR)) is
+    not one; neither is a command substitution in a comment ("$(openssl rand ...)").
+    """
+    reference = r"(?:\$\{[A-Z_]+(?::\?[^}]*)?\}|\$\([A-Z_]+\))"
+    found = []
+    for match in re.finditer(r"rediss?://([^:@/\s]*):([^@\s]*)@", text):
+        if not re.fullmatch(reference, match.group(2)):
+            found.append(match.group(0))
+    for match in re.finditer(rf"""["'\s]>({reference}|[^"'\s]+)""", text):
+        if not re.fullmatch(reference, match.group(1)):
+            found.append(match.group(0))
+    for match in re.finditer(
+            r"^\s*-?\s*(\w*(?:PASSWORD|TOKEN|AUTH|SECRET)\w*|requirepass|masterauth"
+            r"|admin-token|password)\s*[:=\s]\s*(\S.*)$", text, re.M | re.I):
+        value = match.group(2).strip().strip("\"'")
+        if not (re.fullmatch(reference, value) or value.startswith(("{", "valueFrom"))):
+            found.append(match.group(0))
+    return found
+
+
+def test_literal_secret_finder_finds_them() -> None:
+    assert literal_secrets("PIC_REDIS_URL: redis://pic-controller:hunter2@redis:6379/0")
+    assert literal_secrets('  - ">hunter2"')
+    assert literal_secrets("  REDISCLI_AUTH: hunter2")
+    assert literal_secrets("requirepass hunter2")
+    assert literal_secrets("  admin-token: change-me")
+    assert not literal_secrets('  - ">${PIC_REDIS_PASSWORD:?set PIC_REDIS_PASSWORD}"')
+    assert not literal_secrets('value: "redis://u:$(REDIS_PASSWORD)@redis:6379/0"')
+
+
+def test_no_password_is_written_in_the_deployment_files() -> None:
+    for path in (ROOT / "docker-compose.yml", ROOT / "deploy/redis/redis.conf", *MANIFESTS):
+        assert literal_secrets(path.read_text()) == [], path.name
+    for path in MANIFESTS:
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document["kind"] == "Secret":
+                raise AssertionError(f"{path.name} holds a Secret: create it with kubectl")
+
+
+def workloads() -> list[tuple[str, dict]]:
+    found = []
+    for path in MANIFESTS:
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+                found.append((f"{path.name}/{document['metadata']['name']}", document))
+    return found
+
+
+def env_refs(value: str) -> list[str]:
+    return re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", value)
+
+
+def test_kubernetes_redis_urls_come_from_secrets() -> None:
+    """A PIC_REDIS_URL is a secretKeyRef, or a value whose password is a $(VAR) that a
+    secretKeyRef declared earlier in the same container (Kubernetes expands only those)."""
+    users = 0
+    for name, workload in workloads():
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            declared: dict[str, dict] = {}
+            for entry in container.get("env", []):
+                if entry["name"] == "PIC_REDIS_URL":
+                    users += 1
+                    if "valueFrom" in entry:
+                        assert "secretKeyRef" in entry["valueFrom"], name
+                    else:
+                        password = urlsplit(entry["value"]).password or ""
+                        refs = env_refs(password)
+                        assert refs and password == f"$({refs[0]})", f"{name}: {password}"
+                        assert "secretKeyRef" in declared[refs[0]].get("valueFrom", {}), name
+                declared[entry["name"]] = entry
+    assert users >= 1, "no workload connects with PIC_REDIS_URL"
+
+
+def test_kubernetes_redis_runs_locked_down() -> None:
+    documents = list(yaml.safe_load_all((ROOT / "deploy/kubernetes/redis.yaml").read_text()))
+    by_kind = {document["kind"]: document for document in documents}
+    config = by_kind["ConfigMap"]["data"]["redis.conf"]
+    assert config == (ROOT / "deploy/redis/redis.conf").read_text()
+    assert by_kind["Service"]["metadata"]["name"] == "redis"
+    redis = by_kind["StatefulSet"]
+    assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    pod = redis["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "redis:7-alpine"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/data"] == "data"
+    args = container["args"]
+    assert args[0] == "redis-server" and args[1].startswith(
+        next(path for path, volume in mounts.items() if volume == "config"))
+    user = user_args(args)
+    assert user[:2] == ["pic-controller", "on"]
+    assert user[3:] == CONTROLLER_ACL
+    (variable,) = env_refs(user[2])
+    assert user[2] == f">$({variable})"
+    env = {entry["name"]: entry for entry in container["env"]}
+    assert env[variable]["valueFrom"]["secretKeyRef"] == {"name": "pi-controller-redis",
+                                                         "key": "password"}
+    assert env["REDISCLI_AUTH"]["valueFrom"] == env[variable]["valueFrom"]
+    assert "redis-cli" in container["readinessProbe"]["exec"]["command"]
+    # The same controller user as docker-compose.yml.
+    assert user[3:] == user_args(compose()["services"]["redis"]["command"])[3:]
+
+
+def test_kubernetes_agents_read_their_own_credentials_file() -> None:
+    (daemonset,) = [w for name, w in workloads() if w["kind"] == "DaemonSet"]
+    pod = daemonset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {entry["name"]: entry for entry in container["env"]}
+    names = [entry["name"] for entry in container["env"]]
+    assert "PIC_REDIS_URL" not in env
+    path = env["PIC_REDIS_URL_FILE"]["value"]
+    assert path == "/creds/$(NODE_NAME).url"
+    assert names.index("NODE_NAME") < names.index("PIC_REDIS_URL_FILE")
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/creds")
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "pi-agent-credentials"
+
+
+def test_kubernetes_secrets_are_created_as_documented() -> None:
+    """Every Secret the manifests use appears in a 'kubectl create secret' comment."""
+    text = "\n".join(path.read_text() for path in MANIFESTS)
+    documented = set(re.findall(r"^#.*create secret generic ([a-z0-9-]+)", text, re.M))
+    used = set()
+    for _, workload in workloads():
+        pod = workload["spec"]["template"]["spec"]
+        for container in pod["containers"]:
+            for entry in container.get("env", []):
+                ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    used.add(ref["name"])
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                used.add(volume["secret"]["secretName"])
+    assert {"pi-controller", "pi-controller-redis", "pi-agent-credentials"} <= used
+    assert used <= documented, used - documented
