@@ -15,7 +15,7 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from agent.gpio.manager import PinManager
-from agent.outbox import Link, Outbox
+from agent.outbox import REFUSED_BACKOFF, Link, Outbox
 from common import gpio, reports
 from common.keys import AGENT_GROUP, COMMAND_FIELD, Keys
 from common.redis_client import UNAVAILABLE, Redis
@@ -51,10 +51,10 @@ class CommandConsumer:
             try:
                 await self._ensure_group()
                 await self._consume()
-            except UNAVAILABLE:
-                self._link.set(False)
+            except UNAVAILABLE as err:
+                self._link.failed(err)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, REFUSED_BACKOFF if self._link.refused else 2.0)
 
     async def _consume(self) -> None:
         # Our own pending entries first: commands read but not acked before a crash.
@@ -123,8 +123,8 @@ class Reconciler:
             self._wakeup.clear()
             try:
                 await self.reconcile()
-            except UNAVAILABLE:
-                self._link.set(False)
+            except UNAVAILABLE as err:
+                self._link.failed(err)
 
     async def declared(self) -> dict[str, gpio.GpioCommand]:
         raw = await self._redis.hgetall(self._keys.desired(self._node_id))

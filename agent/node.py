@@ -41,5 +41,5 @@ class NodePresence:
             try:
                 await self._redis.set(self._alive, next(self._beats))
                 self._link.set(True)
-            except UNAVAILABLE:
-                self._link.set(False)
+            except UNAVAILABLE as err:
+                self._link.failed(err)

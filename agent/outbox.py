@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 BATCH = 64
 """Items per transaction when draining a backlog: one round trip instead of 64."""
 
+REFUSED_BACKOFF = 30.0
+"""Seconds between tries, at most, while Redis refuses our credentials (they will not start
+working by themselves: an admin has to issue new ones)."""
+
 Ack = str | bytes
 """The id of a command-stream entry to acknowledge with a report."""
 
@@ -44,7 +48,18 @@ class Link:
     def __init__(self) -> None:
         self.up = False
         self.down_since: float | None = time.monotonic()
+        self.refused = False
         self._listeners: list[Callable[[bool], None]] = []
+
+    def failed(self, err: BaseException) -> None:
+        """A Redis call failed: the link is down. Refused credentials (rotated or revoked,
+        or wrong from the start) are said once, in one line, until the link is back."""
+        if isinstance(err, AuthenticationError | NoPermissionError) and not self.refused:
+            self.refused = True
+            logger.error("Redis refused this agent's credentials (%s); retrying with backoff. "
+                         "Issue new ones with POST /api/v1/nodes/{id}/agent-credentials and "
+                         "put them in the agent's config", type(err).__name__)
+        self.set(False)
 
     def listen(self, callback: Callable[[bool], None]) -> None:
         self._listeners.append(callback)
@@ -54,6 +69,8 @@ class Link:
             return
         self.up = up
         self.down_since = None if up else time.monotonic()
+        if up:
+            self.refused = False
         for callback in self._listeners:
             callback(up)
 
@@ -67,7 +84,6 @@ class Outbox:
         self._link = link
         self._queue: deque[_Item] = deque()
         self._size = size
-        self._refused = False
         self._wakeup = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -110,32 +126,19 @@ class Outbox:
             batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
             try:
                 await self._write(batch)
-            except (AuthenticationError, NoPermissionError) as err:
-                # Rotated or revoked credentials: say so once, keep the reports, and retry
-                # slowly (an admin may issue new credentials and restart us with them).
-                if not self._refused:
-                    logger.error("Redis refused this agent's credentials (%s); keeping "
-                                 "reports and retrying. Issue new credentials with POST "
-                                 "/api/v1/nodes/{id}/agent-credentials", type(err).__name__)
-                    self._refused = True
-                self._link.set(False)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            except UNAVAILABLE as err:
-                if self._link.up:
+            except (*UNAVAILABLE, NoPermissionError) as err:
+                if self._link.up and not isinstance(err, AuthenticationError | NoPermissionError):
                     logger.warning("Redis unreachable (%s): keeping reports in the outbox",
                                    type(err).__name__)
-                self._link.set(False)
+                self._link.failed(err)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, REFUSED_BACKOFF if self._link.refused else 2.0)
                 continue
             except ResponseError as err:
                 # Redis refused a command (wrong type, out of memory): retrying cannot help,
                 # and the rest of the transaction was applied.
                 logger.error("Redis refused an outbox write, dropped it: %s", err)
             delay = 0.05
-            self._refused = False
             for _ in batch:
                 self._queue.popleft()
             if not self._link.up:

@@ -118,6 +118,17 @@ class AgentAccess:
             await self._ensure_ingress(node_id.decode())
         return len(records)
 
+    async def repair(self, node_ids: list[str]) -> int:
+        """Re-apply the users when Redis has lost any of them (it restarted, or someone
+        deleted one by hand); returns how many were missing."""
+        present = {u.decode() for u in await self._redis.execute_command("ACL", "USERS")}
+        missing = [n for n in node_ids if self._keys.agent_user(n) not in present]
+        if missing:
+            logger.warning("Redis had lost %d agent user(s) (restarted without them?); "
+                           "re-creating them", len(missing))
+            await self.apply_all()
+        return len(missing)
+
     async def _apply(self, node_id: str, record: AgentRecord) -> None:
         await self._redis.execute_command(
             "ACL", "SETUSER", record.username,

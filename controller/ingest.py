@@ -165,7 +165,9 @@ class Ingest:
         if not force and now - self._refreshed < REFRESH_SECONDS:
             return
         self._refreshed = now
-        self._streams = {self._keys.ingress(n): n for n in await self._access.enrolled()}
+        enrolled = await self._access.enrolled()
+        await self._access.repair(enrolled)
+        self._streams = {self._keys.ingress(n): n for n in enrolled}
 
     async def _read(self, position: str) -> None:
         """Apply what the streams hold from ``position``: ">" new entries (blocking once),

@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -262,6 +263,42 @@ def test_the_controller_manages_agent_users(server: Server) -> None:
     finally:
         controller.delete(stream)
         controller.execute_command("ACL", "DELUSER", user)
+        controller.close()
+
+
+def test_the_compose_enroll_service_issues_working_agent_credentials(
+        server: Server, tmp_path: Path) -> None:
+    """enroll's command and environment, as compose runs them, against this Redis."""
+    enroll = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["enroll"]
+    command = enroll["command"]
+    assert command[:2] == ["pi-controller", "agent-credentials"]
+    out_dir = tmp_path / "creds"
+    args = [str(out_dir) if arg == "/creds" else arg for arg in command[2:]]
+    address = f"127.0.0.1:{server.port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIC_")}
+    for name, value in enroll["environment"].items():
+        env[name] = PASSWORD_VARIABLE.sub(TEST_PASSWORD, str(value)).replace("redis:6379",
+                                                                              address)
+    result = subprocess.run([sys.executable, "-m", "controller", "agent-credentials", *args],
+                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    controller = server.client()
+    try:
+        for node in ("sim-pi-1", "sim-pi-2"):
+            url_file = out_dir / f"{node}.url"
+            assert url_file.stat().st_mode & 0o777 == 0o600
+            agent = redis.Redis.from_url(url_file.read_text().strip(), socket_timeout=5,
+                                         retry=Retry(NoBackoff(), 0))
+            try:
+                assert agent.connection_pool.connection_kwargs["username"] \
+                    == f"pic:agent:{node}"
+                assert agent.ping()
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    agent.hgetall("pic:agents")
+            finally:
+                agent.close()
+            assert controller.execute_command("ACL", "DELUSER", f"pic:agent:{node}") == 1
+    finally:
         controller.close()
 
 
