@@ -28,6 +28,8 @@ class Feed:
     stream: str
     field: str
     format: str
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment of the publisher (which tree's product code it imports)."""
 
 
 async def publish(feed: Feed, rate: float, count: int, core: int, *, burst: bool = False
@@ -37,7 +39,8 @@ async def publish(feed: Feed, rate: float, count: int, core: int, *, burst: bool
         str(AGENT_PUBLISHER if feed.format == "agent" else PUBLISHER), "--redis-url",
         feed.redis_url, "--stream", feed.stream, "--field", feed.field, "--format", feed.format,
         "--rate", str(rate), "--count", str(count), *(["--burst"] if burst else []),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **feed.env})
     async with asyncio.timeout(count / rate + 30):
         out, err = await proc.communicate()
     if proc.returncode != 0:

@@ -41,6 +41,7 @@ from typing import Any
 
 import _procs
 import _reference
+import _trees
 from _load import Feed, LoadClient, publish
 from _stuck import StuckClient
 
@@ -86,16 +87,18 @@ class Target:
         return [line for line in text.splitlines() if LOG_NOISE.search(line)]
 
 
-def start_target(kind: str, workdir: Path, ref: _reference.Reference, redis_core: int
-                 ) -> Target:
+def start_target(kind: str, workdir: Path, ref: _reference.Reference, redis_core: int, *,
+                 tree: Path | None = None, extra: list[str] | None = None) -> Target:
+    """Start a server under test; ``tree`` runs our controller from another revision."""
     redis = _procs.RedisServer(f"redis-{kind}", workdir / f"redis-{kind}", redis_core).start()
     port = _procs.free_port()
     log = workdir / f"{kind}.log"
-    env = {"PIC_ADMIN_TOKEN": TOKEN}
+    env = {"PIC_ADMIN_TOKEN": TOKEN, **_trees.env(tree)}
     if kind == "ours":
         # The raw load client answers no pings: keep heartbeats out of the measured runs.
         proc = _procs.Proc(kind, [sys.executable, "-m", "controller", "serve", "--redis-url",
-                                  redis.url, "--port", str(port), "--ws-heartbeat", "3600"],
+                                  redis.url, "--port", str(port), "--ws-heartbeat", "3600",
+                                  *(extra or [])],
                            log, core=SERVER_CORE, env=env).start()
         _procs.wait_http_ok(f"http://127.0.0.1:{port}/readyz", proc, 60)
         feed = Feed(redis.url, "pic:events", "e", "envelope")

@@ -25,8 +25,9 @@ INGEST_CONSUMER = "ingest"
 """The one consumer name the ingest duty reads as, whichever replica holds its lease: a new
 holder first re-reads what the previous one read but did not acknowledge."""
 
-INGRESS_MAXLEN = 10_000
-"""Reports an ingress stream keeps while the controller is away; the controller deletes
+INGRESS_MAXLEN = 100_000
+"""Reports an ingress stream keeps while the controller is away or behind (a day of a busy
+agent's reports; the same bound as the events stream's default); the controller deletes
 each report once it has been applied, so normally the stream is near empty."""
 
 COMMAND_STREAM_MAXLEN = 10_000

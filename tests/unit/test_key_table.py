@@ -1,0 +1,58 @@
+"""docs/redis.md lists every key of common/keys.py, and what the doc says an agent may touch
+is exactly what the ACL rules the controller gives an agent allow."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+from common.keys import Keys
+from controller.agent_access import acl_rules
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = (ROOT / "docs/redis.md").read_text()
+NOT_KEYS = {"agent_user", "prefix"}
+"""Members of Keys that are not key names."""
+
+
+def documented() -> dict[str, str]:
+    """key pattern -> its "agent" column, from the doc's key table."""
+    section = DOC.split("## Keys", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    table = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        table[cells[0].strip("`")] = cells[-1]
+    return table
+
+
+def in_code() -> set[str]:
+    keys, patterns = Keys(), set()
+    for name, member in inspect.getmembers(Keys):
+        if name.startswith("_") or name in NOT_KEYS:
+            continue
+        if isinstance(member, property):
+            patterns.add(getattr(keys, name))
+        elif inspect.isfunction(member):
+            (param,) = list(inspect.signature(member).parameters)[1:]
+            patterns.add(getattr(keys, name)("{" + param + "}"))
+    return patterns
+
+
+def test_every_key_is_documented_and_every_documented_key_exists() -> None:
+    assert set(documented()) == in_code()
+
+
+def test_the_agent_column_is_what_the_acl_allows() -> None:
+    node = "{node_id}"
+    allowed = {}
+    for rule in acl_rules(Keys(), node, "0" * 64):
+        match = re.fullmatch(r"\((%R)?~(\S+) (.+)\)", rule)
+        if match:
+            allowed[match.group(2)] = set(match.group(3).replace("+", "").split())
+    table = documented()
+    assert {k for k, v in table.items() if v != "none"} == set(allowed)
+    for key, commands in allowed.items():
+        spelled = {c.lower() for c in re.findall(r"`([A-Z]+(?: [A-Z]+)?)`", table[key])}
+        assert spelled == {c.replace("|", " ") for c in commands}, key
