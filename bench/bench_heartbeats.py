@@ -2,20 +2,24 @@
 
 A redis-server and the controller (a real process, liveness duty included) are started;
 1,000 lightweight coroutines then each run the agent's own heartbeat loop
-(``agent.node.NodePresence.heartbeat``: one pipeline of ZADD + HSET per beat), staggered
-across the interval. Measured over a steady window:
+(``agent.node.NodePresence.heartbeat``), staggered across the interval. Measured over a
+steady window:
 
 - controller CPU (utime + stime from /proc/<pid>/stat) against wall time;
 - Redis commands per heartbeat (INFO commandstats delta / beats sent), split into the
-  agents' own share (2 per beat) and everything else (the controller: liveness, lease
-  renewals, feed);
+  agents' own share and everything else (the controller: liveness, ingest, lease renewals);
 - detection delay: one agent stops beating; time from its last beat, and from the stop,
   to ``node.status.changed`` offline in the stream (expected: missed x interval + a tick).
 
-Baseline from the same run: the controller's CPU and Redis commands with no agents at all.
+It measures this checkout ("ours": each agent is its own Redis user and rewrites its own
+``alive`` key, one SET per beat, which the controller's liveness reads in one MGET per
+tick; the controller also reads the 1,000 agents' ingress streams) and, in the same run,
+the previous design ("before", revision --baseline, extracted with ``git archive``: agents
+ZADD + HSET shared keys with the controller's credentials), alternating, --reps times each.
+Each also reports the controller's CPU with no agents at all.
 
 Usage: .venv/bin/python bench/bench_heartbeats.py [--agents 1000] [--interval 5.0]
-       [--missed 3] [--window 20]
+       [--missed 3] [--window 20] [--reps 3]
 Everything runs on loopback; every loop is bounded in count and time.
 """
 
@@ -24,25 +28,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import _trees
 import msgspec
 import redis.asyncio as aioredis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_trees.use_tree()
 
-from agent.node import NodePresence
-from agent.outbox import Link, Outbox
-from agent.sysinfo import NodeFacts
-from common import events
-from common.keys import EVENT_FIELD, Keys
-from tests.support import processes
-from tests.support.redis_server import RedisServer
+from agent.node import NodePresence  # noqa: E402
+from agent.outbox import Link, Outbox  # noqa: E402
+from common import events  # noqa: E402
+from common.keys import EVENT_FIELD, Keys  # noqa: E402
+from tests.support import processes  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+
+CONFINED = hasattr(Keys, "alive")
+"""Agents as confined tenants (this checkout), or the previous design."""
+if CONFINED:
+    from common.reports import NodeFacts, Started, encode
+    from controller.agent_access import AgentAccess
+else:
+    from agent.sysinfo import NodeFacts  # type: ignore[no-redef,attr-defined]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEADLINE = 300.0
@@ -53,11 +69,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+BEAT_COMMAND = "cmdstat_set" if CONFINED else "cmdstat_zadd"
+AGENT_COMMANDS_PER_BEAT = 1 if CONFINED else 2
+
+
 async def command_calls(client: aioredis.Redis) -> tuple[int, int]:
-    """(all commands, ZADDs) served so far; in steady state only heartbeats ZADD."""
+    """(all commands, heartbeats) served so far: in steady state only a heartbeat SETs (or,
+    before, ZADDs)."""
     stats = await client.info("commandstats")
     total = sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
-    return total, int(stats.get("cmdstat_zadd", {}).get("calls", 0))
+    return total, int(stats.get(BEAT_COMMAND, {}).get("calls", 0))
 
 
 def facts(node_id: str) -> NodeFacts:
@@ -66,8 +87,21 @@ def facts(node_id: str) -> NodeFacts:
                      os="Debian GNU/Linux 12 (bookworm)", kernel="6.6.51")
 
 
-async def register(client: aioredis.Redis, keys: Keys, ids: list[str]) -> None:
-    """What each agent's announce_ready writes, in bulk (not part of the measurement)."""
+async def register(client: aioredis.Redis, keys: Keys, ids: list[str], url: str
+                   ) -> dict[str, str]:
+    """Each agent's registration, in bulk (not part of the measurement); the URL each agent
+    connects with."""
+    if CONFINED:
+        access = AgentAccess(client, keys, redis_url=url, agent_address="")
+        urls = {n: (await access.issue(n)).redis_url for n in ids}
+        for node_id in ids:
+            own = aioredis.Redis.from_url(urls[node_id])
+            await own.xadd(keys.ingress(node_id), {b"r": encode(Started(facts=facts(node_id)))})
+            await own.aclose()
+        async with asyncio.timeout(120):
+            while await client.scard(keys.nodes) < len(ids):
+                await asyncio.sleep(0.2)
+        return urls
     now = time.time()
     async with client.pipeline(transaction=False) as pipe:
         for node_id in ids:
@@ -79,15 +113,20 @@ async def register(client: aioredis.Redis, keys: Keys, ids: list[str]) -> None:
             pipe.xadd(keys.events, {EVENT_FIELD: events.encode(
                 events.node_status_changed(node_id, "ready", None, "agent started"))})
         await pipe.execute()
+    return dict.fromkeys(ids, url)
 
 
-async def simulated_agent(client: aioredis.Redis, keys: Keys, node_id: str,
-                          interval: float) -> None:
-    """The agent's own heartbeat loop, on a shared connection pool."""
-    presence = NodePresence(client, keys, facts(node_id), Outbox(client, keys, Link(), size=1),
-                            Link(), interval)
+async def simulated_agent(url: str, keys: Keys, node_id: str, interval: float) -> None:
+    """The agent's own heartbeat loop, on its own connection (its own Redis user)."""
+    client = aioredis.Redis.from_url(url, max_connections=2)
+    outbox = (Outbox(client, keys, node_id, Link(), size=1) if CONFINED  # type: ignore[call-arg]
+              else Outbox(client, keys, Link(), size=1))  # type: ignore[call-arg,arg-type]
+    presence = NodePresence(client, keys, facts(node_id), outbox, Link(), interval)
     await asyncio.sleep(random.uniform(0, interval))
-    await presence.heartbeat()
+    try:
+        await presence.heartbeat()
+    finally:
+        await client.aclose()
 
 
 async def measure(client: aioredis.Redis, pid: int, window: float) -> tuple[float, int, int]:
@@ -98,8 +137,9 @@ async def measure(client: aioredis.Redis, pid: int, window: float) -> tuple[floa
     return (cpu1 - cpu0) / (t1 - t0) * 100, calls1 - calls0, beats1 - beats0
 
 
-async def run(agents: int, interval: float, missed: int, window: float) -> None:
+async def run(agents: int, interval: float, missed: int, window: float) -> dict[str, Any]:
     keys = Keys()
+    result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp) / "redis")
         server.start()
@@ -113,21 +153,21 @@ async def run(agents: int, interval: float, missed: int, window: float) -> None:
             pid = ctl.process.pid  # type: ignore[union-attr]
             await asyncio.sleep(2)
             base_cpu, base_calls, _ = await measure(client, pid, window / 2)
+            result["idle_cpu_pct"] = base_cpu
             print(f"baseline (no agents, {window / 2:.0f}s): controller CPU {base_cpu:.2f}%, "
                   f"Redis commands {base_calls / (window / 2):.1f}/s")
 
             ids = [f"sim-{i:04d}" for i in range(agents)]
-            await register(client, keys, ids)
-            # One connection per agent, as real agents hold; a smaller pool would
-            # refuse beats (redis-py raises rather than waits) and fake missed heartbeats.
-            pool = aioredis.Redis.from_url(server.url, max_connections=agents + 16)
-            tasks = [asyncio.create_task(simulated_agent(pool, keys, n, interval), name=n)
+            urls = await register(client, keys, ids, server.url)
+            # One connection per agent, as real agents hold.
+            tasks = [asyncio.create_task(simulated_agent(urls[n], keys, n, interval), name=n)
                      for n in ids]
             await asyncio.sleep(2 * interval + 1)
             own0 = time.process_time()
             cpu, calls, beats = await measure(client, pid, window)
             own = (time.process_time() - own0) / window * 100
             rate = beats / window
+            result.update(cpu_pct=cpu, beats_per_s=rate)
             print(f"{agents} agents every {interval:g}s ({rate:.0f} beats/s of "
                   f"{agents / interval:.0f} intended; the simulator itself at {own:.0f}% CPU), "
                   f"{window:.0f}s window: controller CPU {cpu:.2f}%")
@@ -136,10 +176,13 @@ async def run(agents: int, interval: float, missed: int, window: float) -> None:
                       f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): beats arrive late, "
                       "so nodes really miss heartbeats and the figures below include their "
                       "offline/ready transitions")
-            others = calls - 2 * beats - (base_calls / (window / 2)) * window
+            own_calls = AGENT_COMMANDS_PER_BEAT * beats
+            others = calls - own_calls - (base_calls / (window / 2)) * window
+            result["commands_per_beat"] = calls / beats
             print(f"Redis commands per heartbeat: {calls / beats:.3f} in all "
-                  f"(agents 2.000, controller and the rest {(calls - 2 * beats) / beats:.3f};"
-                  f" above the no-agent baseline {max(others, 0) / beats:.4f})")
+                  f"(agents {AGENT_COMMANDS_PER_BEAT:.3f}, controller and the rest "
+                  f"{(calls - own_calls) / beats:.3f}; above the no-agent baseline "
+                  f"{max(others, 0) / beats:.4f})")
 
             # Detection delay: one agent stops.
             # Detection delay: one agent that is ready now stops.
@@ -151,7 +194,7 @@ async def run(agents: int, interval: float, missed: int, window: float) -> None:
                            if st == b"ready"), None)
             if victim is None:
                 print("detection: not measured, no node is ready (the run is overloaded)")
-                return
+                return result
             victim_task = next(t for t in tasks if t.get_name() == victim)
             victim_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -175,6 +218,7 @@ async def run(agents: int, interval: float, missed: int, window: float) -> None:
                 print(f"detection: {victim} was not marked offline within "
                       f"{missed * interval * 4 + 10:g}s")
             else:
+                result["detect_after_last_beat_s"] = found - last
                 print(f"detection: offline {found - last:.2f}s after its last beat "
                       f"({found - stopped:.2f}s after it stopped); configured {missed} x "
                       f"{interval:g}s = {missed * interval:g}s")
@@ -183,7 +227,7 @@ async def run(agents: int, interval: float, missed: int, window: float) -> None:
                        if e.type == events.NODE_STATUS_CHANGED and e.data["status"] == "offline"]
             print(f"offline transitions: {len(offline)} (expected 1, for {victim}: "
                   f"{offline == [victim]})")
-            await pool.aclose()
+            result["offline_transitions"] = len(offline)
         finally:
             for task in tasks:
                 task.cancel()
@@ -191,6 +235,45 @@ async def run(agents: int, interval: float, missed: int, window: float) -> None:
             await client.aclose()
             ctl.stop()
             server.stop()
+    return result
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Run this script once per design and rep, alternating; print medians and ratios."""
+    with tempfile.TemporaryDirectory() as tmp:
+        before = _trees.materialize(args.baseline, Path(tmp) / "before")
+        runs: dict[str, list[dict[str, Any]]] = {"before": [], "ours": []}
+        for rep in range(args.reps):
+            for kind, tree in (("before", before), ("ours", None)):
+                print(f"--- {kind}, rep {rep + 1} of {args.reps}", flush=True)
+                done = subprocess.run(
+                    [sys.executable, __file__, "--single", "--agents", str(args.agents),
+                     "--interval", str(args.interval), "--missed", str(args.missed),
+                     "--window", str(args.window)], env={**os.environ, **_trees.env(tree)},
+                    capture_output=True, text=True, timeout=DEADLINE + 60, check=True)
+                print(done.stdout.rsplit("RESULT ", 1)[0], end="", flush=True)
+                runs[kind].append(json.loads(done.stdout.rsplit("RESULT ", 1)[1]))
+    print(f"\n{args.agents} agents every {args.interval:g}s, medians of {args.reps}:")
+    print(f"{'':38}{'ours':>10}{'before':>10}{'ratio':>8}")
+    for title, key in (("controller CPU % with agents", "cpu_pct"),
+                       ("controller CPU % with no agents", "idle_cpu_pct"),
+                       ("Redis commands per heartbeat", "commands_per_beat"),
+                       ("heartbeats per second", "beats_per_s"),
+                       ("offline after last beat, s", "detect_after_last_beat_s"),
+                       ("offline transitions", "offline_transitions")):
+        ours = _median(runs["ours"], key)
+        base = _median(runs["before"], key)
+        ratio = f"{ours / base:.2f}x" if ours and base else "-"
+        print(f"{title:38}{_fmt(ours):>10}{_fmt(base):>10}{ratio:>8}")
+
+
+def _median(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -199,9 +282,18 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--missed", type=int, default=3)
     parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--baseline", default=_trees.BEFORE_CONFINEMENT,
+                        help="revision of the previous design")
+    parser.add_argument("--single", action="store_true",
+                        help="one run of the design importable here (used by the comparison)")
     args = parser.parse_args()
-    asyncio.run(asyncio.wait_for(run(args.agents, args.interval, args.missed, args.window),
-                                 DEADLINE))
+    if not args.single:
+        compare(args)
+        return
+    result = asyncio.run(asyncio.wait_for(
+        run(args.agents, args.interval, args.missed, args.window), DEADLINE))
+    print("RESULT " + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

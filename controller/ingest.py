@@ -95,6 +95,9 @@ class Plan:
     events: list[events.Event] = field(default_factory=list)
     rejected: list[Entry] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    metrics: dict[str, list[bytes]] = field(default_factory=dict)
+    """Health history per node: one LPUSH (oldest first, so newest ends up first) and one
+    LTRIM per node and batch."""
 
 
 class RateLimit:
@@ -217,8 +220,10 @@ class Ingest:
             pipe.multi()
             for write in plan.writes:
                 write(pipe)
-            for event in plan.events:
-                self._store.stage_event(pipe, event)
+            for key, values in plan.metrics.items():
+                pipe.lpush(key, *values)
+                pipe.ltrim(key, 0, self._history - 1)
+            self._store.stage_events(pipe, plan.events)
             for rejected in plan.rejected:
                 self._stage_dead_letter(pipe, rejected)
             by_stream: dict[str, list[bytes]] = {}
@@ -300,9 +305,8 @@ class Ingest:
             if len(report.metrics) > MAX_METRICS:
                 raise Rejected(f"health report with {len(report.metrics)} metrics "
                                f"(at most {MAX_METRICS})")
-            key, encoded = keys.node_metrics(node_id), msgspec.json.encode(report.metrics)
-            plan.writes.append(lambda p: p.lpush(key, encoded))
-            plan.writes.append(lambda p: p.ltrim(key, 0, self._history - 1))
+            plan.metrics.setdefault(keys.node_metrics(node_id), []).append(
+                msgspec.json.encode(report.metrics))
             plan.events.append(events.node_health_reported(node_id, report.metrics))
         elif isinstance(report, reports.GpioReport):
             self._plan_gpio(node_id, report, plan, pins.get(report.resource))

@@ -66,6 +66,15 @@ def node_from_hash(node_id: str, raw: dict[bytes, bytes], last_beat: float | Non
     return Node(id=node_id, **fields)
 
 
+_APPEND_EVENTS = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+end
+return #ARGV - 1
+"""
+"""Many events in one command: the same XADDs, without a client round of work per event."""
+
+
 class Store:
     def __init__(self, redis: Redis, keys: Keys, *, stream_maxlen: int) -> None:
         self.redis = redis
@@ -75,6 +84,15 @@ class Store:
     def stage_event(self, pipe: Pipeline, event: events.Event) -> None:
         pipe.xadd(self.keys.events, {EVENT_FIELD: events.encode(event)},
                   maxlen=self.stream_maxlen, approximate=True)
+
+    def stage_events(self, pipe: Pipeline, batch: Sequence[events.Event]) -> None:
+        """Append several events, in order, inside the caller's transaction."""
+        if len(batch) <= 1:
+            for event in batch:
+                self.stage_event(pipe, event)
+            return
+        pipe.eval(_APPEND_EVENTS, 1, self.keys.events, self.stream_maxlen,
+                  *map(events.encode, batch))
 
     async def commit(self, writes: Sequence[Staged], event: events.Event | None) -> str | None:
         """Apply state writes and append their event atomically; returns the event's id."""
