@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 
 from agent.outbox import Link, Outbox
 from common import reports
@@ -26,6 +27,9 @@ class NodePresence:
         self._outbox = outbox
         self._link = link
         self._interval = heartbeat_interval
+        # The value only has to change with every beat: a fresh prefix per start, so a
+        # restarted agent's first beat never repeats its last one.
+        self._boot = secrets.token_hex(4)
         self._beats = itertools.count(1)
 
     def announce_started(self) -> None:
@@ -39,7 +43,7 @@ class NodePresence:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await self._redis.set(self._alive, next(self._beats))
+                await self._redis.set(self._alive, f"{self._boot}:{next(self._beats)}")
                 self._link.set(True)
             except UNAVAILABLE as err:
                 self._link.failed(err)

@@ -2,10 +2,11 @@
 
 Each item is a report (``common.reports``) appended to this node's own ingress stream,
 optionally with the XACK of the command it answers; both go in one MULTI/EXEC, so a command
-is acknowledged exactly when its effect is reported. The agent writes nothing else: the
-controller turns reports into state and events. While Redis is unreachable items wait in a
-bounded queue; when it is full the oldest are dropped, counted, and reported once the link
-is back (gap accounting: the UI says "no data from T1 to T2" instead of a silent hole).
+is acknowledged exactly when its effect is reported. The same transaction rings this node's
+channel, so the controller reads the stream at once without watching every agent's. The
+agent writes nothing else: the controller turns reports into state and events. While
+Redis is unreachable items wait in a bounded queue; when it is full the oldest are dropped,
+counted, and reported once the link is back (gap accounting: the UI says "no data from T1 to T2" instead of a silent hole).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class Outbox:
         self._redis = redis
         self._ingress = keys.ingress(node_id)
         self._commands = keys.commands(node_id)
+        self._ring = keys.ring(node_id)
         self._link = link
         self._queue: deque[_Item] = deque()
         self._size = size
@@ -160,4 +162,6 @@ class Outbox:
                               maxlen=INGRESS_MAXLEN, approximate=True)
                 if item.ack is not None:
                     pipe.xack(self._commands, AGENT_GROUP, item.ack)
+            if any(item.report is not None for item in batch):
+                pipe.publish(self._ring, b"")
             await pipe.execute()

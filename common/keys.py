@@ -74,6 +74,16 @@ class Keys:
         """Stream of one agent's reports (``common.reports``); written by that agent only."""
         return f"{self.prefix}in:{node_id}"
 
+    def ring(self, node_id: str) -> str:
+        """Pub/sub channel on which an agent rings after appending reports (a channel, not a
+        key): the controller reads the streams that rang instead of blocking on them all."""
+        return f"{self.prefix}ring:{node_id}"
+
+    @property
+    def rings(self) -> str:
+        """Pattern of every agent's ring channel."""
+        return f"{self.prefix}ring:*"
+
     def alive(self, node_id: str) -> str:
         """String one agent rewrites on every heartbeat; the controller watches it change."""
         return f"{self.prefix}alive:{node_id}"
@@ -81,6 +91,16 @@ class Keys:
     def desired(self, node_id: str) -> str:
         """Hash: resource name -> declared GPIO resource of one node; its agent may read it."""
         return f"{self.prefix}desired:{node_id}"
+
+    @property
+    def alive_seen(self) -> str:
+        """Hash: node id -> the alive value liveness saw last (to notice a change)."""
+        return f"{self.prefix}alive-seen"
+
+    @property
+    def agents_version(self) -> str:
+        """Counter bumped whenever agent credentials are issued or revoked."""
+        return f"{self.prefix}agents:version"
 
     @property
     def agents(self) -> str:

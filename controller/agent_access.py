@@ -47,8 +47,9 @@ _record_decoder = msgspec.json.Decoder(AgentRecord)
 def acl_rules(keys: Keys, node_id: str, password_sha256: str) -> list[str]:
     """ACL SETUSER arguments: no key or command but those, each command only on its key."""
     return [
-        "reset", "on", f"#{password_sha256}", "resetchannels", "-@all",
-        "+ping", "+client|setname", "+select", "+multi", "+exec", "+discard",
+        "reset", "on", f"#{password_sha256}", "resetchannels", f"&{keys.ring(node_id)}",
+        "-@all", "+ping", "+client|setname", "+select", "+multi", "+exec", "+discard",
+        "+publish",
         f"(~{keys.ingress(node_id)} +xadd)",
         f"(~{keys.commands(node_id)} +xreadgroup +xack +xgroup|create)",
         f"(~{keys.alive(node_id)} +set)",
@@ -84,6 +85,7 @@ class AgentAccess:
                              issued_at=events.now_iso())
         await self._apply(node_id, record)
         await self._redis.hset(self._keys.agents, node_id, _record_json.encode(record))
+        await self._redis.incr(self._keys.agents_version)
         await self._ensure_ingress(node_id)
         await self._disconnect(username)
         logger.info("agent credentials issued for node %s (user %s)", node_id, username)
@@ -94,6 +96,7 @@ class AgentAccess:
         """Remove the node's user and cut its connections; False if it had none."""
         username = self._keys.agent_user(node_id)
         removed = await self._redis.hdel(self._keys.agents, node_id)
+        await self._redis.incr(self._keys.agents_version)
         await self._redis.execute_command("ACL", "DELUSER", username)
         await self._disconnect(username)
         if removed:
@@ -105,6 +108,10 @@ class AgentAccess:
         if raw is None:
             raise NotFoundError("agent credentials", node_id)
         return _record_decoder.decode(raw)
+
+    async def version(self) -> int:
+        """Changes whenever credentials are issued or revoked (on any replica)."""
+        return int(await self._redis.get(self._keys.agents_version) or 0)
 
     async def enrolled(self) -> list[str]:
         """Nodes that have agent credentials: the ingress streams the controller reads."""

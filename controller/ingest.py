@@ -7,6 +7,10 @@ the canonical event on ``pic:events`` and the acknowledgement of the report in o
 MULTI/EXEC, so a report is applied exactly once (a new lease holder first re-reads what the
 previous one read but did not acknowledge) and in the order its node sent it.
 
+Agents ring their own pub/sub channel in the transaction that appends a report, so the
+duty reads just the streams that rang; every few seconds of quiet it reads them all (a ring
+can be lost; the streams are the truth).
+
 A report is rejected, never applied, when it cannot be decoded, is oversized, is of an
 unknown kind, speaks for another node, concerns a GPIO resource that is not its node's (or
 a pin or generation that resource does not have), or comes faster than ``agent_max_rate``.
@@ -47,10 +51,9 @@ from controller.state import Store
 
 logger = logging.getLogger(__name__)
 
-BLOCK_MS: Final = 500
-REFRESH_SECONDS: Final = 1.0
-"""How often the set of enrolled nodes is re-read: a node given credentials on any replica
-is listened to within about this long."""
+SWEEP_SECONDS: Final = 2.0
+"""When no agent rings for this long, every enrolled stream is read anyway and the set of
+enrolled nodes is checked: what a lost ring left behind waits at most this long."""
 WARN_EVERY: Final = 10.0
 """Seconds between two warnings about the same node's rejected reports (one per burst)."""
 DEAD_LETTER_MAXLEN: Final = 10_000
@@ -132,7 +135,7 @@ class Ingest:
         self._clock = clock
         self._warned: dict[str, float] = {}
         self._streams: dict[str, str] = {}
-        self._refreshed = float("-inf")
+        self._version: int | None = None
         self.applied = 0
         self.rejected = 0
 
@@ -146,13 +149,7 @@ class Ingest:
                 if await self._gpio.rebuild_desired():
                     logger.info("ingest: filled in nodes' declared GPIO state")
                 logger.info("ingest: reading the reports of %d enrolled node(s)", restored)
-                await self._refresh(force=True)
-                await self._read("0")  # what a previous holder read but did not apply
-                while True:
-                    checkpoint()
-                    await self._refresh()
-                    await self._read(">")
-                    delay = 0.1
+                await self._listen()
             except UNAVAILABLE as err:
                 logger.debug("ingest: Redis unavailable (%s)", type(err).__name__)
                 await asyncio.sleep(delay)
@@ -163,39 +160,68 @@ class Ingest:
                 # A stream vanished (node deleted, Redis flushed): re-create the groups.
                 await asyncio.sleep(delay)
 
+    async def _listen(self) -> None:
+        """Read the streams that ring; every SWEEP_SECONDS all of them (a ring is a hint
+        that may be lost while this process reconnects, the streams are the truth)."""
+        pubsub = self._store.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.psubscribe(self._keys.rings)
+            await self._refresh(force=True)
+            await self._read(list(self._streams), "0")  # read by a previous holder, not applied
+            await self._read(list(self._streams), ">")
+            ring_prefix = self._keys.ring("")
+            while True:
+                checkpoint()
+                message = await pubsub.get_message(timeout=SWEEP_SECONDS)
+                if message is None:
+                    await self._refresh()
+                    await self._read(list(self._streams), ">")
+                    continue
+                rung = {message["channel"].decode()}
+                while (more := await pubsub.get_message(timeout=0)) is not None:
+                    rung.add(more["channel"].decode())
+                nodes = {channel.removeprefix(ring_prefix) for channel in rung}
+                if not nodes <= set(self._streams.values()):
+                    await self._refresh(force=True)
+                await self._read([self._keys.ingress(n) for n in sorted(nodes)
+                                  if self._keys.ingress(n) in self._streams], ">")
+        finally:
+            await pubsub.aclose()
+
     async def _refresh(self, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._refreshed < REFRESH_SECONDS:
+        version = await self._access.version()
+        if not force and version == self._version:
             return
-        self._refreshed = now
+        self._version = version
         enrolled = await self._access.enrolled()
         await self._access.repair(enrolled)
         self._streams = {self._keys.ingress(n): n for n in enrolled}
 
-    async def _read(self, position: str) -> None:
-        """Apply what the streams hold from ``position``: ">" new entries (blocking once),
-        "0" this consumer's unacknowledged ones, until none is left."""
-        if not self._streams:
-            await asyncio.sleep(BLOCK_MS / 1000)
-            return
-        reply = await self._store.redis.xreadgroup(
-            INGEST_GROUP, INGEST_CONSUMER, dict.fromkeys(self._streams, position),
-            count=self._batch, block=BLOCK_MS if position == ">" else None)
-        batch: list[Entry] = []
-        for raw_stream, items in reply or ():
-            stream = raw_stream.decode()
-            node_id = self._streams.get(stream)
-            if node_id is None:
-                continue
-            for entry_id, fields in items:
-                if fields is None:  # trimmed away while pending
+    async def _read(self, streams: list[str], position: str) -> None:
+        """Apply what ``streams`` hold from ``position`` (">" new entries, "0" this
+        consumer's unacknowledged ones), batch by batch until none is left."""
+        while streams:
+            reply = await self._store.redis.xreadgroup(
+                INGEST_GROUP, INGEST_CONSUMER, dict.fromkeys(streams, position),
+                count=self._batch)
+            batch: list[Entry] = []
+            again: list[str] = []
+            for raw_stream, items in reply or ():
+                stream = raw_stream.decode()
+                node_id = self._streams.get(stream)
+                if node_id is None:
                     continue
-                batch.append(Entry(node_id, stream, entry_id, fields.get(reports.REPORT_FIELD)
-                                   or b""))
-        if batch:
-            await self.apply(batch)
-            if position == "0":
-                await self._read("0")
+                # Pending entries are re-read until none is left; new ones while a read
+                # came back full (more are waiting).
+                if items and (position == "0" or len(items) >= self._batch):
+                    again.append(stream)
+                for entry_id, fields in items:
+                    # None: trimmed away while pending; acknowledged as a dead letter.
+                    batch.append(Entry(node_id, stream, entry_id,
+                                       (fields or {}).get(reports.REPORT_FIELD) or b""))
+            if batch:
+                await self.apply(batch)
+            streams = again
 
     # --- applying ----------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from controller.agent_access import acl_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs/redis.md").read_text()
-NOT_KEYS = {"agent_user", "prefix"}
-"""Members of Keys that are not key names."""
+NOT_KEYS = {"agent_user", "prefix", "rings"}
+"""Members of Keys that are not key (or channel) names."""
 
 
 def documented() -> dict[str, str]:
@@ -47,10 +47,14 @@ def test_every_key_is_documented_and_every_documented_key_exists() -> None:
 def test_the_agent_column_is_what_the_acl_allows() -> None:
     node = "{node_id}"
     allowed = {}
-    for rule in acl_rules(Keys(), node, "0" * 64):
+    rules = acl_rules(Keys(), node, "0" * 64)
+    for rule in rules:
         match = re.fullmatch(r"\((%R)?~(\S+) (.+)\)", rule)
         if match:
             allowed[match.group(2)] = set(match.group(3).replace("+", "").split())
+        elif rule.startswith("&"):
+            assert "+publish" in rules
+            allowed[rule[1:]] = {"publish"}
     table = documented()
     assert {k for k, v in table.items() if v != "none"} == set(allowed)
     for key, commands in allowed.items():
