@@ -6,7 +6,8 @@ is acknowledged exactly when its effect is reported. The same transaction rings 
 channel, so the controller reads the stream at once without watching every agent's. The
 agent writes nothing else: the controller turns reports into state and events. While
 Redis is unreachable items wait in a bounded queue; when it is full the oldest are dropped,
-counted, and reported once the link is back (gap accounting: the UI says "no data from T1 to T2" instead of a silent hole).
+counted, and reported once the link is back (gap accounting: the UI says "no data from T1
+to T2" instead of a silent hole).
 """
 
 from __future__ import annotations
