@@ -35,17 +35,15 @@ for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     local seen = redis.call('HGET', KEYS[2], node)
     if seen ~= value then
       redis.call('HSET', KEYS[2], node, value)
-      if seen then
-        changed = changed + redis.call('ZADD', KEYS[3], 'XX', 'CH', ARGV[2], node)
-      end
+      changed = changed + redis.call('ZADD', KEYS[3], 'XX', 'CH', ARGV[2], node)
     end
   end
 end
 return changed
 """
-"""A node's first value is only a baseline (a heartbeat score comes from its 'started'
-report); from then on every change is a beat. ``XX``: a node that stopped cleanly is not
-brought back by a late beat, only by its next 'started'."""
+"""Every change of a node's value is a beat (what was seen last is kept in Redis, so a new
+lease holder carries on). ``XX``: a node that stopped cleanly is not brought back by a late
+beat, only by its next 'started' report."""
 
 MIN_TICK = 0.05
 MAX_TICK = 2.0
