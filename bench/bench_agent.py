@@ -24,7 +24,7 @@ from bench._procs import Proc, RedisServer, cpu_seconds, rss_bytes
 from common import redis_client
 from common.keys import Keys
 from controller.gpio_service import GpioService
-from controller.state import Store
+from controller.store import Store
 
 
 def disk_writes(pid: int) -> int:

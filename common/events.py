@@ -138,6 +138,13 @@ PAYLOADS: Final[dict[str, type[Payload]]] = {
 EVENT_TYPES: Final = tuple(PAYLOADS)
 
 
+def id_key(entry_id: str) -> tuple[int, int]:
+    """An event id (a stream entry id, "ms-seq") as a sortable pair; ValueError if it is not
+    one."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def now_iso() -> str:
     """The current time as ISO 8601 UTC with milliseconds and a ``Z``."""
     t = time.time()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from controller.gpio_service import GpioService
 from controller.hub import Hub
 from controller.provision import app as provision_app
 from controller.settings import ControllerSettings
-from controller.state import Store
+from controller.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[appkeys.REDIS] = redis
     app[appkeys.STORE] = store
     app[appkeys.HUB] = hub
-    app[appkeys.FEED] = Feed(redis, keys, hub)
+    app[appkeys.FEED] = Feed(store.events, hub)
     app[appkeys.TOKENS] = auth.TokenStore(redis, keys, settings.session_ttl)
     app[appkeys.GPIO] = GpioService(store)
     app[appkeys.AGENTS] = AgentAccess(redis, keys, redis_url=redis_url,
@@ -128,9 +127,8 @@ async def trim_by_age(app: web.Application) -> None:
     """Drop events older than the retention age (count is bounded at every XADD)."""
     settings, store = app[appkeys.SETTINGS], app[appkeys.STORE]
     while True:
-        min_id = f"{int((time.time() - settings.stream_max_age) * 1000)}-0"
         with contextlib.suppress(*redis_client.UNAVAILABLE):
-            await store.redis.xtrim(store.keys.events, minid=min_id, approximate=True)
+            await store.events.trim_older_than(settings.stream_max_age)
         await asyncio.sleep(TRIM_INTERVAL)
 
 

@@ -13,7 +13,7 @@ from controller.feed import Feed
 from controller.gpio_service import GpioService
 from controller.hub import Hub
 from controller.settings import ControllerSettings
-from controller.state import Store
+from controller.store import Store
 
 SETTINGS = web.AppKey("settings", ControllerSettings)
 REDIS = web.AppKey("redis", Redis)

@@ -21,7 +21,7 @@ from controller.embedded_redis import embedded_redis
 from controller.gpio_service import GpioService
 from controller.server import serve
 from controller.settings import ControllerSettings
-from controller.state import Store
+from controller.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -8,16 +8,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from common.tasks import TaskOwner, guarded
-from controller import appkeys, lease
+from controller import appkeys
 from controller.discovery.service import Discovery
 from controller.health_alerts import HealthAlerts, Thresholds
 from controller.ingest import Ingest
 from controller.liveness import Liveness
+from controller.store import leases
 
 logger = logging.getLogger(__name__)
 
 
-def _under_lease(held: lease.Lease, name: str, run: Callable[[], Awaitable[None]]
+def _under_lease(held: leases.Lease, name: str, run: Callable[[], Awaitable[None]]
                  ) -> Callable[[], Awaitable[None]]:
     # Inside the lease: a failing duty restarts with backoff while this replica keeps the
     # lease, instead of bouncing the lease between replicas.
@@ -26,7 +27,7 @@ def _under_lease(held: lease.Lease, name: str, run: Callable[[], Awaitable[None]
 
 async def duties_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, store = app[appkeys.SETTINGS], app[appkeys.STORE]
-    instance = lease.instance_id()
+    instance = leases.instance_id()
     duties: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("liveness", lambda: Liveness(
             store, heartbeat_interval=settings.heartbeat_interval,
@@ -44,7 +45,7 @@ async def duties_ctx(app: web.Application) -> AsyncIterator[None]:
         duties.append(("discovery", lambda: Discovery(store, settings).run()))
     tasks = TaskOwner()
     for name, run in duties:
-        held = lease.Lease(store.redis, store.keys.lease(name), instance, settings.lease_ttl)
+        held = store.lease(name, instance, settings.lease_ttl)
         tasks.start(f"{name} lease", _under_lease(held, name, run))
     yield
     await tasks.close()

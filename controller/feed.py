@@ -12,13 +12,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from redis.exceptions import ResponseError
-
 from common import events
 from common.errors import DecodeError
-from common.keys import EVENT_FIELD, Keys
-from common.redis_client import UNAVAILABLE, Redis
+from common.keys import EVENT_FIELD
+from common.redis_client import UNAVAILABLE
 from controller.hub import Hub, Outgoing
+from controller.store.eventlog import EventLog
 from controller.wsframes import text_frame
 
 logger = logging.getLogger(__name__)
@@ -38,9 +37,8 @@ def outgoing(entry_id: str, event: events.Event) -> Outgoing:
 
 
 class Feed:
-    def __init__(self, redis: Redis, keys: Keys, hub: Hub) -> None:
-        self._redis = redis
-        self._keys = keys
+    def __init__(self, log: EventLog, hub: Hub) -> None:
+        self._log = log
         self._hub = hub
         self.position: str | None = None
         self.dead_letters = 0
@@ -48,8 +46,7 @@ class Feed:
         self.listeners: list[Callable[[events.Event], None]] = []
 
     async def _start_position(self) -> str:
-        last = await self._redis.xrevrange(self._keys.events, count=1)
-        return last[0][0].decode() if last else "0-0"
+        return await self._log.last_id()
 
     async def run(self) -> None:
         delay = 0.1
@@ -66,16 +63,15 @@ class Feed:
                 delay = min(delay * 2, 5.0)
 
     async def _read_forever(self) -> None:
-        stream = self._keys.events
         loop = asyncio.get_running_loop()
         previous = 0.0
         while True:
-            reply = await self._redis.xread({stream: self.position}, count=READ_COUNT,
-                                            block=BLOCK_MS)
-            if not reply:
+            assert self.position is not None
+            entries = await self._log.read(self.position, READ_COUNT, BLOCK_MS)
+            if not entries:
                 continue
             batch: list[Outgoing] = []
-            for raw_id, fields in reply[0][1]:
+            for raw_id, fields in entries:
                 entry_id = raw_id.decode()
                 try:
                     event = events.decode(fields[EVENT_FIELD], entry_id)
@@ -85,7 +81,7 @@ class Feed:
                 batch.append(outgoing(entry_id, event))
                 for listener in self.listeners:
                     listener(event)
-            self.position = reply[0][1][-1][0].decode()
+            self.position = entries[-1][0].decode()
             self._hub.publish(batch)
             self._hub.advance(self.position)
             now = loop.time()
@@ -99,11 +95,4 @@ class Feed:
             err)
         self.dead_letters += 1
         logger.warning("event %s dead-lettered: %s", entry_id, reason)
-        try:
-            await self._redis.xadd(self._keys.dead_letters, {
-                b"stream": self._keys.events, b"reason": reason,
-                b"raw": fields.get(EVENT_FIELD, b"")}, id=entry_id, maxlen=10_000,
-                approximate=True)
-        except ResponseError:
-            return  # another replica recorded this entry first
-        await self._redis.incr(self._keys.dead_letter_count)
+        await self._log.dead_letter(entry_id, reason, fields.get(EVENT_FIELD, b""))

@@ -18,8 +18,7 @@ from redis.asyncio.client import Pipeline
 from common import events, gpio
 from common.errors import ConflictError, NotFoundError, ValidationError
 from common.keys import COMMAND_FIELD, COMMAND_STREAM_MAXLEN
-from controller import tx
-from controller.state import Store
+from controller.store import Store, tx
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

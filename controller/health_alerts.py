@@ -19,7 +19,7 @@ from redis.exceptions import WatchError
 
 from common import events
 from common.tasks import checkpoint
-from controller.state import Store
+from controller.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from typing import Final, Protocol
 
 import msgspec
 
+from common import events
 from controller.subscription import Subscription
 from controller.wsframes import PING_FRAME, close_frame, text_frame
 
@@ -40,11 +41,6 @@ STATE_KEYS: Final[dict[str, str]] = {
 """State-like event types, by the subject key whose latest value is all a slow client needs."""
 
 _json: Final = msgspec.json.Encoder()
-
-
-def id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 @dataclass(slots=True)
@@ -172,7 +168,7 @@ class Client:
         The replay or snapshot may have read the stream further than the feed has: then
         this client keeps buffering until the feed passes ``after``, so an event the client
         already has is never sent again (Hub.advance releases it)."""
-        self.cut = id_key(after) if after else None
+        self.cut = events.id_key(after) if after else None
         if self.cut is not None and self.hub.position < self.cut:
             self.hub.waiting.add(self)
             return
@@ -180,7 +176,7 @@ class Client:
 
     def release(self) -> None:
         cut = self.cut
-        items = [i for i in self.buffered if cut is None or id_key(i.id) > cut]
+        items = [i for i in self.buffered if cut is None or events.id_key(i.id) > cut]
         self.buffered = []
         self.buffering = False
         self.cut = None
@@ -265,7 +261,7 @@ class Hub:
 
     def advance(self, position: str) -> None:
         """The feed has handed over everything up to ``position``."""
-        self.position = id_key(position)
+        self.position = events.id_key(position)
         if self.waiting:
             for client in [c for c in self.waiting if c.cut is None or c.cut <= self.position]:
                 self.waiting.discard(client)

@@ -44,10 +44,10 @@ from common.errors import ConflictError, DecodeError
 from common.keys import INGEST_CONSUMER, INGEST_GROUP
 from common.redis_client import UNAVAILABLE
 from common.tasks import checkpoint
-from controller import node_status, tx
+from controller import node_status
 from controller.agent_access import AgentAccess
 from controller.gpio_service import GpioService
-from controller.state import Store
+from controller.store import Store, tx
 
 logger = logging.getLogger(__name__)
 

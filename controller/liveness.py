@@ -23,7 +23,7 @@ from collections.abc import Callable
 from common.tasks import checkpoint
 from controller import node_status
 from controller.node_status import set_node_status
-from controller.state import Store
+from controller.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from controller import node_status
 from controller.discovery import registry
 from controller.health_alerts import HealthAlerts
 from controller.node_status import set_node_status
-from controller.state import Node, Store
+from controller.store import Node, Store
 
 _LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?"
                          r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")

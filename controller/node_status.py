@@ -17,7 +17,7 @@ from typing import Final
 from redis.exceptions import WatchError
 
 from common import events
-from controller.state import Store
+from controller.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
-from redis.exceptions import ResponseError
 
 from common import events
 from common.errors import ForbiddenError, ValidationError
@@ -23,7 +22,7 @@ from common.keys import EVENT_FIELD
 from controller import appkeys
 from controller.auth import principal_of
 from controller.feed import outgoing
-from controller.hub import Client, Outgoing, id_key
+from controller.hub import Client, Outgoing
 from controller.subscription import Subscription
 from controller.wsframes import (
     OP_BINARY,
@@ -82,7 +81,7 @@ def parse_since(value: str | None) -> str | None:
     if value is None or value == "":
         return None
     try:
-        ms, seq = id_key(value)
+        ms, seq = events.id_key(value)
     except ValueError:
         raise ValidationError("since", f"{value!r} is not an event id (like 1736937015123-0)"
                               ) from None
@@ -321,8 +320,8 @@ class Connection(asyncio.Protocol):
 
     async def replay(self, since: str) -> str | None:
         assert self.client is not None
-        redis, keys = self.store.redis, self.store.keys
-        info = await stream_info(redis, keys.events)
+        log = self.store.events
+        info = await log.info()
         if info.resync_needed(since):
             self.send({"type": "ws.resync", "since": since, "reason":
                        "events after this id are no longer kept; re-read state and resume "
@@ -330,7 +329,7 @@ class Connection(asyncio.Protocol):
             return None
         position, sent = since, 0
         while True:
-            page = await redis.xrange(keys.events, min=f"({position}", count=REPLAY_PAGE)
+            page = await log.page(after=position, count=REPLAY_PAGE)
             if not page:
                 return position
             batch: list[Outgoing] = []
@@ -397,42 +396,3 @@ def snapshot_scope(sub: Subscription) -> set[str]:
         return categories
     return {c for c in categories if any(t.split(".", 1)[0] in (c, "*") or t.startswith("*")
                                          for t in sub.types)}
-
-
-class StreamInfo(msgspec.Struct):
-    last_id: str
-    max_deleted: str
-    first_id: str | None
-    trimmed: bool
-    """Whether entries were ever cut from the front (XTRIM / MAXLEN / MINID)."""
-
-    def resync_needed(self, since: str) -> bool:
-        wanted = id_key(since)
-        if wanted > id_key(self.last_id):
-            return True  # an id from the future: the stream was reset
-        if wanted < id_key(self.max_deleted):
-            return True  # XDEL removed something after it
-        # Trimming removes the oldest entries: anything before the first kept one may be gone,
-        # and in a stream trimmed empty, anything before the last id.
-        if not self.trimmed:
-            return False
-        return wanted < id_key(self.first_id or self.last_id)
-
-
-async def stream_info(redis: Any, key: str) -> StreamInfo:
-    try:
-        info = await redis.xinfo_stream(key)
-    except ResponseError:  # no stream yet: nothing was ever trimmed
-        return StreamInfo(last_id="0-0", max_deleted="0-0", first_id=None, trimmed=False)
-
-    def text(value: object) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    first = info.get("first-entry")
-    first_id = text(first[0]) if first else None
-    added = info.get("entries-added")
-    # Redis < 7 does not count additions: assume the worst, it may have been trimmed.
-    trimmed = True if added is None else int(added) > int(info.get("length", 0))
-    return StreamInfo(last_id=text(info.get("last-generated-id", "0-0")),
-                      max_deleted=text(info.get("max-deleted-entry-id", "0-0")),
-                      first_id=first_id, trimmed=trimmed)

@@ -9,7 +9,7 @@ from common.errors import ValidationError
 from common.keys import EVENT_FIELD
 from controller import appkeys
 from controller.api.errors import json_response
-from controller.state import Store
+from controller.store import Store
 from controller.subscription import Subscription
 from controller.ws import parse_since
 
@@ -44,12 +44,12 @@ async def _matching(store: Store, subscription: Subscription, limit: int, *,
                     after: str | None = None, newest_first: bool = False) -> list[events.Event]:
     """Up to ``limit`` events the subscription matches, paging through the stream."""
     items: list[events.Event] = []
-    position = "+" if newest_first else f"({after or '0-0'}"
+    position = "+" if newest_first else (after or "0-0")
     while len(items) < limit:
         if newest_first:
-            page = await store.redis.xrevrange(store.keys.events, max=position, count=limit)
+            page = await store.events.page(before=position, count=limit)
         else:
-            page = await store.redis.xrange(store.keys.events, min=position, count=limit)
+            page = await store.events.page(after=position, count=limit)
         if not page:
             break
         for raw_id, fields in page:
@@ -57,7 +57,7 @@ async def _matching(store: Store, subscription: Subscription, limit: int, *,
             if event and subscription.matches(event.type, event.node_id, event.cluster_id,
                                               event.resource):
                 items.append(event)
-        position = f"({page[-1][0].decode()}"
+        position = page[-1][0].decode()
     return items[:limit]
 
 

@@ -18,7 +18,7 @@ METRICS_MAX = 1000
 
 @routes.get("/api/v1/nodes")
 async def list_nodes(request: web.Request) -> web.Response:
-    nodes = await request.app[appkeys.STORE].nodes()
+    nodes = await request.app[appkeys.STORE].nodes.all()
     return json_response({"items": nodes, "count": len(nodes)})
 
 

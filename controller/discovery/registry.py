@@ -25,7 +25,7 @@ from common import events
 from common.errors import TemporaryError
 from controller.discovery.recognise import Sighting, node_id_for, pi_evidence
 from controller.node_status import DISCOVERED
-from controller.state import Store
+from controller.store import Store
 
 logger = logging.getLogger(__name__)
 

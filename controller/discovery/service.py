@@ -16,7 +16,7 @@ from controller.discovery import registry, scan
 from controller.discovery.mdns import MdnsBrowser
 from controller.discovery.recognise import NODE_ID_RE, Sighting, pi_evidence
 from controller.settings import ControllerSettings
-from controller.state import Store
+from controller.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from aiohttp import web
 
 from common.tasks import TaskOwner
 from controller import appkeys
-from controller.lease import Lease, instance_id
 from controller.provision.clusters import ClusterService
 from controller.provision.credentials import ControllerKey, HostKeys
 from controller.provision.jobs import JobStore
 from controller.provision.runner import Provisioner
+from controller.store.leases import instance_id
 
 CLUSTERS = web.AppKey("clusters", ClusterService)
 JOBS = web.AppKey("jobs", JobStore)
@@ -38,7 +38,7 @@ def setup(app: web.Application) -> None:
 async def provisioner_ctx(app: web.Application) -> AsyncIterator[None]:
     """Provisioning is a singleton duty: it runs on the replica that holds the lease."""
     settings, store = app[appkeys.SETTINGS], app[appkeys.STORE]
-    lease = Lease(store.redis, store.keys.lease(LEASE), instance_id(), settings.lease_ttl)
+    lease = store.lease(LEASE, instance_id(), settings.lease_ttl)
     tasks = TaskOwner()
     tasks.start("provisioning lease",
                 lambda: lease.run_while_held("provisioning", app[PROVISIONER].run))

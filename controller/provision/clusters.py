@@ -20,7 +20,8 @@ from common.errors import ConflictError, NotFoundError, ValidationError
 from controller.provision import k3s, model
 from controller.provision.jobs import JobStore
 from controller.provision.model import Cluster, Job, Role
-from controller.state import Staged, Store
+from controller.store import Store
+from controller.store.core import Staged
 
 NAME_RE: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HOST_RE: Final = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"

@@ -10,7 +10,8 @@ from redis.asyncio.client import Pipeline
 from common import events
 from controller.provision import model
 from controller.provision.model import Job
-from controller.state import Staged, Store
+from controller.store import Store
+from controller.store.core import Staged
 
 
 class JobStore:

@@ -24,7 +24,7 @@ from controller.provision.jobs import JobStore
 from controller.provision.model import Job, Step
 from controller.provision.ssh import StepFailed
 from controller.settings import ControllerSettings
-from controller.state import Store
+from controller.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from controller.provision.model import Cluster, Job
 from controller.provision.redact import Redactor
 from controller.provision.ssh import Session, StepFailed, Target, connect
 from controller.settings import ControllerSettings
-from controller.state import Store
+from controller.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from common import events
 from common.keys import EVENT_FIELD, Keys
 from common.redis_client import connect
 from controller.node_status import set_node_status
-from controller.state import Store
+from controller.store import Store
 
 
 async def status_events(store: Store, node_id: str) -> list[events.Event]:

@@ -1,0 +1,120 @@
+"""``Store``: the persistence layer's one entry, holding a repository per aggregate.
+
+The Redis client is private to this package: services reach state only through the
+repositories (``store.nodes``, ``store.gpio``, ...), which own their keys, their typed
+records and their transactions. Every change of state and its event go in one MULTI/EXEC,
+so a client that reads REST and then follows /ws sees neither a gap nor a double.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from redis.asyncio.client import Pipeline
+
+from common import events, gpio
+from common.keys import EVENT_FIELD, Keys
+from common.redis_client import Redis
+
+if TYPE_CHECKING:
+    from controller.store.eventlog import Snapshot
+    from controller.store.leases import Lease
+    from controller.store.nodes import Node
+
+Staged = Callable[[Pipeline], None]
+"""A state write to stage inside the transaction (e.g. ``lambda p: p.hset(...)``)."""
+
+_APPEND_EVENTS = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+end
+return #ARGV - 1
+"""
+"""Many events in one command: the same XADDs, without a client round of work per event."""
+
+
+class Store:
+    def __init__(self, client: Redis, keys: Keys, *, stream_maxlen: int) -> None:
+        from controller.store.alerts import Alerts
+        from controller.store.clusters import Clusters
+        from controller.store.discovery import DiscoveryRecords
+        from controller.store.eventlog import EventLog
+        from controller.store.gpio import GpioResources
+        from controller.store.host_keys import HostKeys
+        from controller.store.jobs import Jobs
+        from controller.store.nodes import Nodes
+
+        self.keys = keys
+        self.stream_maxlen = stream_maxlen
+        self._client = client
+        self.nodes = Nodes(self, client)
+        self.gpio = GpioResources(self, client)
+        self.events = EventLog(self, client)
+        self.clusters = Clusters(self, client)
+        self.jobs = Jobs(self, client)
+        self.host_keys = HostKeys(self, client)
+        self.discovery = DiscoveryRecords(self, client)
+        self.alerts = Alerts(self, client)
+
+    def lease(self, duty: str, holder: str, ttl: float) -> Lease:
+        """The lease of a singleton duty (``pic:lease:{duty}``), held as ``holder``."""
+        from controller.store.leases import Lease
+
+        return Lease(self._client, self.keys.lease(duty), holder, ttl)
+
+    # --- for the repositories: events staged inside their transactions --------------------
+
+    def stage_event(self, pipe: Pipeline, event: events.Event) -> None:
+        pipe.xadd(self.keys.events, {EVENT_FIELD: events.encode(event)},
+                  maxlen=self.stream_maxlen, approximate=True)
+
+    def stage_events(self, pipe: Pipeline, batch: Sequence[events.Event]) -> None:
+        """Append several events, in order, inside the caller's transaction."""
+        if len(batch) <= 1:
+            for event in batch:
+                self.stage_event(pipe, event)
+            return
+        pipe.eval(_APPEND_EVENTS, 1, self.keys.events, self.stream_maxlen,
+                  *map(events.encode, batch))
+
+    # --- transitional: the API services used before the repositories; removed once every
+    # --- caller speaks to a repository.
+
+    @property
+    def redis(self) -> Redis:
+        return self._client
+
+    async def commit(self, writes: Sequence[Staged], event: events.Event | None) -> str | None:
+        """Apply state writes and append their event atomically; returns the event's id."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            for write in writes:
+                write(pipe)
+            if event is not None:
+                self.stage_event(pipe, event)
+            result = await pipe.execute()
+        if event is None:
+            return None
+        entry_id = result[-1]
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def emit(self, event: events.Event) -> str | None:
+        return await self.events.append(event)
+
+    async def node_ids(self) -> list[str]:
+        return await self.nodes.ids()
+
+    async def node(self, node_id: str) -> Node | None:
+        return await self.nodes.get(node_id)
+
+    async def gpio_names(self) -> list[str]:
+        return await self.gpio.names()
+
+    async def gpio_pins(self, names: Sequence[str] | None = None) -> list[gpio.GpioPin]:
+        return await self.gpio.all(names)
+
+    async def gpio_pin(self, name: str) -> gpio.GpioPin | None:
+        return await self.gpio.get(name)
+
+    async def snapshot(self) -> Snapshot:
+        return await self.events.snapshot()

@@ -1,0 +1,17 @@
+"""SSH host keys pinned per host, so a changed key is refused."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from common.redis_client import Redis
+
+if TYPE_CHECKING:
+    from controller.store.core import Store
+
+
+class HostKeys:
+    def __init__(self, store: Store, client: Redis) -> None:
+        self._store = store
+        self._redis = client
+        self._keys = store.keys
