@@ -33,7 +33,7 @@ CONFINED = "node_id" in inspect.signature(Outbox).parameters
 
 async def confined_outbox(admin_url: str, keys: Keys, size: int) -> tuple[Any, Outbox]:
     from common import reports
-    from controller.agent_access import AgentAccess
+    from controller.store.agents import AgentAccess
 
     admin = redis_client.connect(admin_url)
     try:

@@ -56,7 +56,7 @@ CONFINED = hasattr(Keys, "alive")
 """Agents as confined tenants (this checkout), or the previous design."""
 if CONFINED:
     from common.reports import NodeFacts, Started, encode
-    from controller.agent_access import AgentAccess
+    from controller.store.agents import AgentAccess
 else:
     from agent.sysinfo import NodeFacts  # type: ignore[no-redef,attr-defined]
 

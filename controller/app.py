@@ -14,7 +14,6 @@ from common import redis_client
 from common.keys import Keys
 from common.tasks import TaskOwner
 from controller import appkeys, auth, ws
-from controller.agent_access import AgentAccess
 from controller.api import clusters as clusters_api
 from controller.api import errors
 from controller.api import events as events_api
@@ -30,6 +29,7 @@ from controller.hub import Hub
 from controller.provision import app as provision_app
 from controller.settings import ControllerSettings
 from controller.store import Store
+from controller.store.agents import AgentAccess
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ def create_app(settings: ControllerSettings) -> web.Application:
     keys = Keys(settings.redis_prefix)
     redis_url = settings.redis_target()
     redis = redis_client.connect(redis_url, ca_file=settings.redis_ca_file)
-    store = Store(redis, keys, stream_maxlen=settings.stream_maxlen)
+    store = Store(redis, keys, stream_maxlen=settings.stream_maxlen,
+                  metrics_history=settings.metrics_history)
     hub = Hub(soft_limit=settings.ws_soft_buffer, hard_limit=settings.ws_hard_buffer)
     app = web.Application(middlewares=[
         errors.error_middleware,
@@ -52,7 +53,7 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[appkeys.STORE] = store
     app[appkeys.HUB] = hub
     app[appkeys.FEED] = Feed(store.events, hub)
-    app[appkeys.TOKENS] = auth.TokenStore(redis, keys, settings.session_ttl)
+    app[appkeys.TOKENS] = auth.TokenStore(store.tokens, settings.session_ttl)
     app[appkeys.GPIO] = GpioService(store)
     app[appkeys.AGENTS] = AgentAccess(redis, keys, redis_url=redis_url,
                                       agent_address=settings.agent_redis_address)

@@ -7,13 +7,13 @@ import asyncio
 from aiohttp import web
 
 from common.redis_client import Redis
-from controller.agent_access import AgentAccess
 from controller.auth import TokenStore
 from controller.feed import Feed
 from controller.gpio_service import GpioService
 from controller.hub import Hub
 from controller.settings import ControllerSettings
 from controller.store import Store
+from controller.store.agents import AgentAccess
 
 SETTINGS = web.AppKey("settings", ControllerSettings)
 REDIS = web.AppKey("redis", Redis)

@@ -10,44 +10,21 @@ import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, Literal, TypeVar
+from typing import Final, TypeVar
 
-import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from common.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
-from common.keys import Keys
-from common.redis_client import Redis
+from controller.store.tokens import ROLES, Principal, Role, SessionRecord, Tokens
 
-Role = Literal["viewer", "operator", "admin"]
-ROLES: Final[dict[str, int]] = {"viewer": 0, "operator": 1, "admin": 2}
+__all__ = ["ROLES", "Principal", "Role", "TokenStore", "digest", "principal_of", "requires"]
+
 SESSION_COOKIE: Final = "pic_session"
 TOKEN_PREFIX: Final = "pic_"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
-
-
-class Principal(msgspec.Struct, frozen=True):
-    name: str
-    role: Role
-    created: float = 0.0
-
-    def may(self, role: Role) -> bool:
-        return ROLES[self.role] >= ROLES[role]
-
-
-class SessionRecord(msgspec.Struct, frozen=True):
-    principal: Principal
-    token: str
-    """SHA-256 of the token the session was opened with."""
-
-
-_encoder: Final = msgspec.json.Encoder()
-_decoder: Final = msgspec.json.Decoder(Principal)
-_session_encoder: Final = msgspec.json.Encoder()
-_session_decoder: Final = msgspec.json.Decoder(SessionRecord)
 
 
 def digest(secret: str) -> str:
@@ -68,23 +45,23 @@ thousands of dashboards costs one lookup per token, and a revocation bites withi
 
 
 class TokenStore:
-    def __init__(self, redis: Redis, keys: Keys, session_ttl: int) -> None:
-        self._redis = redis
-        self._keys = keys
+    """Tokens and sessions as authentication needs them: looked up through a short cache."""
+
+    def __init__(self, records: Tokens, session_ttl: int) -> None:
+        self._records = records
         self._session_ttl = session_ttl
         self._cache: dict[str, tuple[float, Principal]] = {}
 
-    async def _cached(self, key: str, load: Callable[[], Awaitable[bytes | None]]
+    async def _cached(self, key: str, load: Callable[[], Awaitable[Principal | None]]
                       ) -> Principal | None:
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        raw = await load()
-        if raw is None:
+        principal = await load()
+        if principal is None:
             self._cache.pop(key, None)
             return None
-        principal = _decoder.decode(raw)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[key] = (now + CACHE_SECONDS, principal)
@@ -92,8 +69,8 @@ class TokenStore:
 
     async def ensure(self, token: str, name: str, role: Role) -> None:
         """Install a token given from outside (the bootstrap admin token)."""
-        principal = Principal(name=name, role=role, created=time.time())
-        await self._redis.hset(self._keys.tokens, digest(token), _encoder.encode(principal))
+        await self._records.put(digest(token), Principal(name=name, role=role,
+                                                          created=time.time()))
 
     async def create(self, name: str, role: str) -> str:
         if role not in ROLES:
@@ -107,47 +84,33 @@ class TokenStore:
         return token
 
     async def list(self) -> list[Principal]:
-        raw = await self._redis.hgetall(self._keys.tokens)
-        return sorted((_decoder.decode(v) for v in raw.values()), key=lambda p: p.name)
+        return await self._records.all()
 
     async def revoke(self, name: str) -> None:
-        raw = await self._redis.hgetall(self._keys.tokens)
-        doomed = [k for k, v in raw.items() if _decoder.decode(v).name == name]
-        if not doomed:
+        if not await self._records.delete_named(name):
             raise NotFoundError("token", name)
-        await self._redis.hdel(self._keys.tokens, *doomed)
         self._cache.clear()
 
     async def by_token(self, token: str) -> Principal | None:
         key = digest(token)
-        return await self._cached("t" + key, lambda: self._redis.hget(self._keys.tokens, key))
+        return await self._cached("t" + key, lambda: self._records.get(key))
 
     async def open_session(self, principal: Principal, token: str) -> str:
         """A UI session for a logged-in token; it ends when the token is revoked."""
         session = secrets.token_urlsafe(32)
-        record = SessionRecord(principal=principal, token=digest(token))
-        await self._redis.set(self._keys.session(digest(session)),
-                              _session_encoder.encode(record), ex=self._session_ttl)
+        await self._records.put_session(
+            digest(session), SessionRecord(principal=principal, token=digest(token)),
+            self._session_ttl)
         return session
 
     async def by_session(self, session: str) -> Principal | None:
-        key = self._keys.session(digest(session))
-
-        async def load() -> bytes | None:
-            raw = await self._redis.get(key)
-            if raw is None:
-                return None
-            record = _session_decoder.decode(raw)
-            if not await self._redis.hexists(self._keys.tokens, record.token):
-                return None  # its token was revoked
-            return _encoder.encode(record.principal)
-
-        return await self._cached("s" + key, load)
+        key = digest(session)
+        return await self._cached("s" + key, lambda: self._records.session(key))
 
     async def close_session(self, session: str) -> None:
-        key = self._keys.session(digest(session))
+        key = digest(session)
         self._cache.pop("s" + key, None)
-        await self._redis.delete(key)
+        await self._records.delete_session(key)
 
     async def authenticate(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization", "")

@@ -12,8 +12,8 @@ from pathlib import Path
 from common import redis_client
 from common.files import write_secret
 from common.keys import Keys
-from controller.agent_access import AgentAccess
 from controller.settings import ControllerSettings
+from controller.store.agents import AgentAccess
 
 
 async def issue(settings: ControllerSettings, node_ids: list[str], out_dir: Path | None) -> int:

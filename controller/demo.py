@@ -16,12 +16,12 @@ from common import redis_client
 from common.errors import PiControllerError
 from common.files import write_secret
 from common.keys import Keys
-from controller.agent_access import AgentAccess
 from controller.embedded_redis import embedded_redis
 from controller.gpio_service import GpioService
 from controller.server import serve
 from controller.settings import ControllerSettings
 from controller.store import Store
+from controller.store.agents import AgentAccess
 
 logger = logging.getLogger(__name__)
 

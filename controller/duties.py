@@ -33,8 +33,8 @@ async def duties_ctx(app: web.Application) -> AsyncIterator[None]:
             store, heartbeat_interval=settings.heartbeat_interval,
             missed_heartbeats=settings.missed_heartbeats).run()),
         ("ingest", lambda: Ingest(
-            store, app[appkeys.AGENTS], app[appkeys.GPIO], max_rate=settings.agent_max_rate,
-            batch=settings.ingest_batch, metrics_history=settings.metrics_history).run()),
+            store, app[appkeys.AGENTS], max_rate=settings.agent_max_rate,
+            batch=settings.ingest_batch).run()),
         ("health-alerts", lambda: HealthAlerts(
             store, app[appkeys.FEED].listeners, Thresholds(
                 temp_warning=settings.health_temp_warning,

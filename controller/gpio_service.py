@@ -1,24 +1,20 @@
-"""GPIO resources: desired state in Redis, a command to the node's agent, one transaction.
+"""GPIO resources as the API offers them: create, replace, RFC 7386 merge patch, delete.
 
-Every write computes the new resource from the current one read under WATCH, so concurrent
-changes never overwrite each other. A pin is claimed per node (``gpio-claims:{node}``) under
-WATCH, so two resources never hold the same pin even when two requests (or two replicas)
-race. Each node's ``desired`` hash mirrors its resources (as apply commands) in the same
-transaction: it is the one view of shared state its agent may read, to reconcile.
+What a change means is decided here (the merge, the generation precondition); the store
+(``controller.store.gpio``) applies it to the current resource read under WATCH, with the pin
+claim, the node's declared state, the command to its agent and the event, in one transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
-from redis.asyncio.client import Pipeline
 
-from common import events, gpio
+from common import gpio
 from common.errors import ConflictError, NotFoundError, ValidationError
-from common.keys import COMMAND_FIELD, COMMAND_STREAM_MAXLEN
-from controller.store import Store, tx
+from controller.store import Store
+from controller.store.gpio import Compute
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -37,7 +33,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
 class GpioService:
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._keys = store.keys
 
     async def create(self, body: Any, actor: str, request_id: str) -> gpio.GpioPin:
         pin = gpio.parse_pin(_without_status(body))
@@ -87,115 +82,12 @@ class GpioService:
 
         return await self._write(name, compute, actor, request_id, "updated")
 
-    async def _write(self, name: str, compute: Callable[[gpio.GpioPin | None], gpio.GpioPin],
-                     actor: str, request_id: str,
+    async def _write(self, name: str, compute: Compute, actor: str, request_id: str,
                      action: Literal["created", "updated"]) -> gpio.GpioPin:
-        keys, redis = self._keys, self._store.redis
-
-        async def body(pipe: Pipeline) -> None:
-            stored = await pipe.hget(keys.gpio(name), "resource")
-            previous = gpio.decode_pin(stored) if stored else None
-            if action == "updated" and previous is None:
-                raise NotFoundError("GPIOPin", name)
-            pin = compute(previous)
-            spec = pin.spec
-            assert spec.pin is not None
-            if not await redis.sismember(keys.nodes, spec.node_name):
-                raise ValidationError("spec.nodeName", f"unknown node {spec.node_name!r}")
-            claims_key = keys.gpio_claims(spec.node_name)
-            if previous is None or (previous.spec.node_name, previous.spec.pin) != (
-                    spec.node_name, spec.pin):
-                # Only a new claim needs the node's claims under WATCH: watching them on
-                # every change would make changes to different pins of one node collide.
-                await pipe.watch(claims_key)
-                holder = await pipe.hget(claims_key, str(spec.pin))
-                if holder is not None and holder.decode() != name:
-                    raise ConflictError("spec.pin", f"BCM {spec.pin} on {spec.node_name} "
-                                        f"is already claimed by {holder.decode()!r}")
-            pin.metadata.generation = (previous.metadata.generation if previous else 0) + 1
-            pin.metadata.creationTimestamp = (
-                previous.metadata.creationTimestamp if previous else events.now_iso())
-            command = gpio.GpioCommand(op="apply", resource=name, spec=spec,
-                                       generation=pin.metadata.generation, actor=actor,
-                                       request_id=request_id)
-            pipe.multi()
-            if previous is not None:
-                self._release_claim(pipe, previous, keep=pin)
-            pipe.hset(keys.gpio(name), mapping={
-                "resource": gpio.encode_pin(
-                    msgspec.structs.replace(pin, status=gpio.GpioStatus())),
-                # Who asked for the declared state: the agent's reconciler reports it.
-                "actor": actor, "request_id": request_id})
-            pipe.sadd(keys.gpio_index, name)
-            pipe.hset(claims_key, str(spec.pin), name)
-            pipe.hset(keys.desired(spec.node_name), name, gpio.encode_command(command))
-            self._command(pipe, spec.node_name, command)
-            self._store.stage_event(pipe, events.gpio_resource_changed(
-                name, spec.node_name, action, actor=actor, request_id=request_id))
-
-        await tx.transact(redis, [keys.gpio(name)], body, what=f"GPIOPin {name!r}")
-        stored_pin = await self._store.gpio_pin(name)
-        assert stored_pin is not None
-        return stored_pin
-
-    def _release_claim(self, pipe: Pipeline, previous: gpio.GpioPin,
-                       keep: gpio.GpioPin | None) -> None:
-        old = previous.spec
-        moved = keep is None or (old.node_name, old.pin) != (keep.spec.node_name, keep.spec.pin)
-        if moved:
-            pipe.hdel(self._keys.gpio_claims(old.node_name), str(old.pin))
-        if keep is None or old.node_name != keep.spec.node_name:
-            pipe.hdel(self._keys.desired(old.node_name), previous.metadata.name)
-            self._command(pipe, old.node_name, gpio.GpioCommand(
-                op="release", resource=previous.metadata.name, spec=old,
-                generation=previous.metadata.generation))
-
-    def _command(self, pipe: Pipeline, node_id: str, cmd: gpio.GpioCommand) -> None:
-        pipe.xadd(self._keys.commands(node_id), {COMMAND_FIELD: gpio.encode_command(cmd)},
-                  maxlen=COMMAND_STREAM_MAXLEN, approximate=True)
+        return await self._store.gpio.write(name, compute, actor, request_id, action)
 
     async def delete(self, name: str, actor: str, request_id: str) -> None:
-        keys = self._keys
-
-        async def body(pipe: Pipeline) -> None:
-            stored = await pipe.hget(keys.gpio(name), "resource")
-            if stored is None:
-                raise NotFoundError("GPIOPin", name)
-            previous = gpio.decode_pin(stored)
-            pipe.multi()
-            self._release_claim(pipe, previous, keep=None)
-            pipe.delete(keys.gpio(name))
-            pipe.srem(keys.gpio_index, name)
-            self._store.stage_event(pipe, events.gpio_resource_changed(
-                name, previous.spec.node_name, "deleted", actor=actor,
-                request_id=request_id))
-
-        await tx.transact(self._store.redis, [keys.gpio(name)], body,
-                          what=f"GPIOPin {name!r}")
-
-    async def rebuild_desired(self) -> int:
-        """Fill in nodes' ``desired`` hashes from the resources where an entry is missing
-        (every write above keeps them in step; this covers data from before they existed).
-        """
-        redis, keys = self._store.redis, self._keys
-        names = await self._store.gpio_names()
-        async with redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.hmget(keys.gpio(name), "resource", "actor", "request_id")
-            rows = await pipe.execute()
-        added = 0
-        async with redis.pipeline(transaction=False) as pipe:
-            for name, (raw, actor, request_id) in zip(names, rows, strict=True):
-                if raw is None:
-                    continue
-                pin = gpio.decode_pin(raw)
-                pipe.hsetnx(keys.desired(pin.spec.node_name), name, gpio.encode_command(
-                    gpio.GpioCommand(op="apply", resource=name, spec=pin.spec,
-                                     generation=pin.metadata.generation,
-                                     actor=actor.decode() if actor else None,
-                                     request_id=request_id.decode() if request_id else None)))
-            added = sum(bool(r) for r in await pipe.execute())
-        return added
+        await self._store.gpio.delete(name, actor, request_id)
 
 
 def _expected_generation(body: Any) -> int | None:

@@ -31,23 +31,21 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import msgspec
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-from common import events, gpio, reports
+from common import events, reports
 from common.errors import ConflictError, DecodeError
-from common.keys import INGEST_CONSUMER, INGEST_GROUP
 from common.redis_client import UNAVAILABLE
 from common.tasks import checkpoint
 from controller import node_status
-from controller.agent_access import AgentAccess
-from controller.gpio_service import GpioService
-from controller.store import Store, tx
+from controller.store import Store
+from controller.store.agents import AgentAccess
+from controller.store.gpio import encode_status
+from controller.store.ingress import DeadLetter, Entry, NodeView, PinView, Plan, Views
 
 logger = logging.getLogger(__name__)
 
@@ -56,51 +54,14 @@ SWEEP_SECONDS: Final = 2.0
 enrolled nodes is checked: what a lost ring left behind waits at most this long."""
 WARN_EVERY: Final = 10.0
 """Seconds between two warnings about the same node's rejected reports (one per burst)."""
-DEAD_LETTER_MAXLEN: Final = 10_000
 MAX_TEXT: Final = 2000
 """Longest log message kept from an agent, in characters."""
 MAX_METRICS: Final = 64
 LEVELS: Final = frozenset(("debug", "info", "warning", "error", "critical"))
 
-_status_json = msgspec.json.Encoder()
-
 
 class Rejected(Exception):
     """A report that must not be applied; the message is the dead letter's reason."""
-
-
-@dataclass(slots=True)
-class Entry:
-    node_id: str
-    stream: str
-    entry_id: bytes
-    raw: bytes
-    report: reports.AnyReport | None = None
-    rejection: str | None = None
-
-
-@dataclass(slots=True)
-class _NodeView:
-    status: str | None
-    maintenance: bool
-
-
-@dataclass(slots=True)
-class _PinView:
-    node_id: str
-    pin: int | None
-    generation: int
-
-
-@dataclass(slots=True)
-class Plan:
-    writes: list[Callable[[Pipeline], object]] = field(default_factory=list)
-    events: list[events.Event] = field(default_factory=list)
-    rejected: list[Entry] = field(default_factory=list)
-    log: list[str] = field(default_factory=list)
-    metrics: dict[str, list[bytes]] = field(default_factory=dict)
-    """Health history per node: one LPUSH (oldest first, so newest ends up first) and one
-    LTRIM per node and batch."""
 
 
 class RateLimit:
@@ -122,18 +83,18 @@ class RateLimit:
 
 
 class Ingest:
-    def __init__(self, store: Store, access: AgentAccess, gpio_service: GpioService, *,
-                 max_rate: float, batch: int, metrics_history: int,
+    def __init__(self, store: Store, access: AgentAccess, *, max_rate: float, batch: int,
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
-        self._gpio = gpio_service
         self._keys = store.keys
         self._access = access
         self._rates = RateLimit(max_rate)
         self._batch = batch
-        self._history = max(metrics_history, 1)
         self._clock = clock
         self._warned: dict[str, float] = {}
+        self._warning: dict[str, float] = {}
+        """Warnings of the batch being decided; kept once it is applied (a retried
+        transaction decides again and must warn again)."""
         self._streams: dict[str, str] = {}
         self._version: int | None = None
         self.applied = 0
@@ -146,7 +107,7 @@ class Ingest:
         while True:
             try:
                 restored = await self._access.apply_all()
-                if await self._gpio.rebuild_desired():
+                if await self._store.gpio.rebuild_desired():
                     logger.info("ingest: filled in nodes' declared GPIO state")
                 logger.info("ingest: reading the reports of %d enrolled node(s)", restored)
                 await self._listen()
@@ -163,30 +124,21 @@ class Ingest:
     async def _listen(self) -> None:
         """Read the streams that ring; every SWEEP_SECONDS all of them (a ring is a hint
         that may be lost while this process reconnects, the streams are the truth)."""
-        pubsub = self._store.redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.psubscribe(self._keys.rings)
+        async with self._store.ingress.rings() as rings:
             await self._refresh(force=True)
             await self._read(list(self._streams), "0")  # read by a previous holder, not applied
             await self._read(list(self._streams), ">")
-            ring_prefix = self._keys.ring("")
             while True:
                 checkpoint()
-                message = await pubsub.get_message(timeout=SWEEP_SECONDS)
-                if message is None:
+                nodes = await rings.wait(SWEEP_SECONDS)
+                if nodes is None:
                     await self._refresh()
                     await self._read(list(self._streams), ">")
                     continue
-                rung = {message["channel"].decode()}
-                while (more := await pubsub.get_message(timeout=0)) is not None:
-                    rung.add(more["channel"].decode())
-                nodes = {channel.removeprefix(ring_prefix) for channel in rung}
                 if not nodes <= set(self._streams.values()):
                     await self._refresh(force=True)
                 await self._read([self._keys.ingress(n) for n in sorted(nodes)
                                   if self._keys.ingress(n) in self._streams], ">")
-        finally:
-            await pubsub.aclose()
 
     async def _refresh(self, *, force: bool = False) -> None:
         version = await self._access.version()
@@ -201,78 +153,40 @@ class Ingest:
         """Apply what ``streams`` hold from ``position`` (">" new entries, "0" this
         consumer's unacknowledged ones), batch by batch until none is left."""
         while streams:
-            reply = await self._store.redis.xreadgroup(
-                INGEST_GROUP, INGEST_CONSUMER, dict.fromkeys(streams, position),
-                count=self._batch)
-            batch: list[Entry] = []
-            again: list[str] = []
-            for raw_stream, items in reply or ():
-                stream = raw_stream.decode()
-                node_id = self._streams.get(stream)
-                if node_id is None:
-                    continue
-                # Pending entries are re-read until none is left; new ones while a read
-                # came back full (more are waiting).
-                if items and (position == "0" or len(items) >= self._batch):
-                    again.append(stream)
-                for entry_id, fields in items:
-                    # None: trimmed away while pending; acknowledged as a dead letter.
-                    batch.append(Entry(node_id, stream, entry_id,
-                                       (fields or {}).get(reports.REPORT_FIELD) or b""))
+            batch, streams = await self._store.ingress.read(
+                {s: self._streams[s] for s in streams if s in self._streams}, position,
+                self._batch)
             if batch:
                 await self.apply(batch)
-            streams = again
 
     # --- applying ----------------------------------------------------------------------
 
     async def apply(self, batch: list[Entry]) -> None:
         for entry in batch:
             self._decode(entry)
-        nodes = sorted({e.node_id for e in batch if e.report is not None})
-        pins = sorted({e.report.resource for e in batch
-                       if isinstance(e.report, reports.GpioReport)})
-        watch = [self._keys.node(n) for n in nodes] + [self._keys.gpio(p) for p in pins]
-
-        async def body(pipe: Pipeline) -> Plan:
-            node_views = {n: await self._node_view(pipe, n) for n in nodes}
-            pin_views = {p: await self._pin_view(pipe, p) for p in pins}
-            plan = Plan()
-            for entry in batch:
-                first = len(plan.events)
-                self._plan(entry, plan, node_views, pin_views)
-                stamp = _observed_at(entry.report)
-                for event in plan.events[first:]:
-                    event.timestamp = min(event.timestamp, stamp or event.timestamp)
-            pipe.multi()
-            for write in plan.writes:
-                write(pipe)
-            for key, values in plan.metrics.items():
-                pipe.lpush(key, *values)
-                pipe.ltrim(key, 0, self._history - 1)
-            self._store.stage_events(pipe, plan.events)
-            for rejected in plan.rejected:
-                self._stage_dead_letter(pipe, rejected)
-            by_stream: dict[str, list[bytes]] = {}
-            for entry in batch:
-                by_stream.setdefault(entry.stream, []).append(entry.entry_id)
-            for stream, ids in by_stream.items():
-                pipe.xack(stream, INGEST_GROUP, *ids)
-                pipe.xdel(stream, *ids)
-            return plan
-
         while True:
             try:
-                plan = await tx.transact(self._store.redis, watch, body, what="agent reports")
+                plan = await self._store.ingress.apply(batch, self._decide)
                 break
             except ConflictError:
                 await asyncio.sleep(0.05)
-        self.applied += len(batch) - len(plan.rejected)
-        self.rejected += len(plan.rejected)
+        self._warned.update(self._warning)
+        rejected = sum(e.rejection is not None for e in batch)
+        self.applied += len(batch) - rejected
+        self.rejected += rejected
         for line in plan.log:
             logger.info("%s", line)
-        for entry in plan.rejected:
-            logger.debug("report %s of node %s dead-lettered: %s", entry.entry_id.decode(),
-                         entry.node_id, entry.rejection)
+
+    def _decide(self, batch: Sequence[Entry], views: Views) -> Plan:
+        self._warning = {}
+        plan = Plan()
+        for entry in batch:
+            first = len(plan.events)
+            self._plan(entry, plan, views)
+            stamp = _observed_at(entry.report)
+            for event in plan.events[first:]:
+                event.timestamp = min(event.timestamp, stamp or event.timestamp)
+        return plan
 
     def _decode(self, entry: Entry) -> None:
         entry.report, entry.rejection = None, None
@@ -287,43 +201,31 @@ class Ingest:
         except DecodeError as err:
             entry.rejection = str(err)
 
-    async def _node_view(self, pipe: Pipeline, node_id: str) -> _NodeView:
-        status, maintenance = await pipe.hmget(self._keys.node(node_id), "status",
-                                               "maintenance")
-        return _NodeView(status.decode() if status else None, maintenance == b"1")
-
-    async def _pin_view(self, pipe: Pipeline, name: str) -> _PinView | None:
-        raw = await pipe.hget(self._keys.gpio(name), "resource")
-        if raw is None:
-            return None
-        try:
-            pin = gpio.decode_pin(raw)
-        except msgspec.DecodeError:
-            return None
-        return _PinView(pin.spec.node_name, pin.spec.pin, pin.metadata.generation)
-
-    def _plan(self, entry: Entry, plan: Plan, nodes: dict[str, _NodeView],
-              pins: dict[str, _PinView | None]) -> None:
+    def _plan(self, entry: Entry, plan: Plan, views: Views) -> None:
         if entry.report is not None:
+            entry.rejection = None  # decided afresh when a contended transaction runs again
             try:
-                self._plan_report(entry.node_id, entry.report, plan, nodes, pins)
+                self._plan_report(entry.node_id, entry.report, plan, views)
                 return
             except Rejected as err:
                 entry.rejection = str(err)
-        plan.rejected.append(entry)
+        plan.dead_letters.append(DeadLetter(
+            entry.stream, entry.entry_id.decode(), entry.node_id,
+            entry.rejection or "rejected", entry.raw))
+        logger.debug("report %s of node %s dead-lettered: %s", entry.entry_id.decode(),
+                     entry.node_id, entry.rejection)
         self._maybe_warn(entry, plan)
 
     def _plan_report(self, node_id: str, report: reports.AnyReport, plan: Plan,
-                     nodes: dict[str, _NodeView], pins: dict[str, _PinView | None]) -> None:
-        keys, now = self._keys, self._clock()
-        view = nodes[node_id]
+                     views: Views) -> None:
+        view, now = views.nodes[node_id], self._clock()
         if isinstance(report, reports.Started):
             self._plan_started(node_id, report, plan, view, now)
             return
         if view.status is None:
             raise Rejected(f"node {node_id} has not registered (no 'started' report yet)")
         if isinstance(report, reports.Stopping):
-            plan.writes.append(lambda p: p.zrem(keys.heartbeats, node_id))
+            plan.stop(node_id)
             if view.status not in (node_status.MAINTENANCE, node_status.OFFLINE):
                 self._transition(plan, node_id, view, node_status.OFFLINE,
                                  _text(report.reason), now)
@@ -331,11 +233,10 @@ class Ingest:
             if len(report.metrics) > MAX_METRICS:
                 raise Rejected(f"health report with {len(report.metrics)} metrics "
                                f"(at most {MAX_METRICS})")
-            plan.metrics.setdefault(keys.node_metrics(node_id), []).append(
-                msgspec.json.encode(report.metrics))
+            plan.metrics.setdefault(node_id, []).append(msgspec.json.encode(report.metrics))
             plan.events.append(events.node_health_reported(node_id, report.metrics))
         elif isinstance(report, reports.GpioReport):
-            self._plan_gpio(node_id, report, plan, pins.get(report.resource))
+            self._plan_gpio(node_id, report, plan, views.pins.get(report.resource))
         elif isinstance(report, reports.LogLine):
             if report.level not in LEVELS:
                 raise Rejected(f"unknown log level {report.level!r}")
@@ -345,43 +246,39 @@ class Ingest:
                 source=source if source.startswith("agent/") else f"agent/{source}",
                 node_id=node_id))
         elif isinstance(report, reports.CommandRejected):
-            stream, entry_id = keys.commands(node_id), _text(report.entry_id, 40)
-            plan.writes.append(lambda p: p.xadd(keys.dead_letters, {
-                b"stream": stream, b"id": entry_id, b"node": node_id,
-                b"reason": f"agent could not decode the command: {_text(report.reason)}",
-                b"raw": report.raw[:1024]}, maxlen=DEAD_LETTER_MAXLEN, approximate=True))
-            plan.writes.append(lambda p: p.incr(keys.dead_letter_count))
+            plan.dead_letters.append(DeadLetter(
+                self._keys.commands(node_id), _text(report.entry_id, 40), node_id,
+                f"agent could not decode the command: {_text(report.reason)}", report.raw))
 
     def _plan_started(self, node_id: str, report: reports.Started, plan: Plan,
-                      view: _NodeView, now: float) -> None:
+                      view: NodeView, now: float) -> None:
         facts = report.facts
         if facts.node_id != node_id:
             raise Rejected(f"node {node_id} reported facts for node {facts.node_id!r}")
         fields = _checked_facts(facts)
-        keys = self._keys
-        plan.writes.append(lambda p: p.hset(keys.node(node_id), mapping=fields))
-        plan.writes.append(lambda p: p.zadd(keys.heartbeats, {node_id: now}))
+        plan.set_fields(node_id, fields)
+        plan.beat(node_id, now)
         reason = _text(report.reason)
         if view.status is None:
-            plan.writes.append(lambda p: p.sadd(keys.nodes, node_id))
-            plan.writes.append(lambda p: p.hset(keys.node(node_id), "source", "agent"))
+            plan.new_nodes.append(node_id)
+            plan.set_fields(node_id, {"source": "agent"})
             plan.events.append(events.node_discovered(node_id, fields["ip_address"],
                                                       fields["hostname"], source="agent"))
         target = node_status.MAINTENANCE if view.maintenance else node_status.READY
         if view.status != target:
             self._transition(plan, node_id, view, target, reason, now)
 
-    def _transition(self, plan: Plan, node_id: str, view: _NodeView, status: str,
+    def _transition(self, plan: Plan, node_id: str, view: NodeView, status: str,
                     reason: str, now: float) -> None:
-        previous, key = view.status, self._keys.node(node_id)
-        plan.writes.append(lambda p: p.hset(key, mapping={
-            "status": status, "status_reason": reason, "status_changed": f"{now:.3f}"}))
+        previous = view.status
+        plan.set_fields(node_id, {"status": status, "status_reason": reason,
+                                  "status_changed": f"{now:.3f}"})
         plan.events.append(events.node_status_changed(node_id, status, previous, reason=reason))
         plan.log.append(f"node {node_id}: {previous} -> {status} ({reason})")
         view.status = status
 
     def _plan_gpio(self, node_id: str, report: reports.GpioReport, plan: Plan,
-                   pin: _PinView | None) -> None:
+                   pin: PinView | None) -> None:
         name, status = report.resource, report.status
         if pin is None:
             raise Rejected(f"node {node_id} reported GPIO resource {name!r}, which does not "
@@ -397,8 +294,7 @@ class Ingest:
                            f"of {name!r}, ahead of the declared {pin.generation}")
         if report.announce and status.state is None:
             raise Rejected(f"node {node_id} announced {name!r} without a state")
-        key, encoded = self._keys.gpio(name), _status_json.encode(status)
-        plan.writes.append(lambda p: p.hset(key, "status", encoded))
+        plan.gpio_status[name] = encode_status(status)
         if report.announce:
             assert status.state is not None
             plan.events.append(events.gpio_state_changed(
@@ -406,18 +302,13 @@ class Ingest:
                 actor=status.last_changed_by, request_id=status.request_id,
                 reason=report.reason))
 
-    def _stage_dead_letter(self, pipe: Pipeline, entry: Entry) -> None:
-        pipe.xadd(self._keys.dead_letters, {
-            b"stream": entry.stream, b"id": entry.entry_id, b"node": entry.node_id,
-            b"reason": entry.rejection or "rejected", b"raw": entry.raw[:1024]},
-            maxlen=DEAD_LETTER_MAXLEN, approximate=True)
-        pipe.incr(self._keys.dead_letter_count)
-
     def _maybe_warn(self, entry: Entry, plan: Plan) -> None:
         now = time.monotonic()
-        if now - self._warned.get(entry.node_id, float("-inf")) < WARN_EVERY:
+        last = max(self._warned.get(entry.node_id, float("-inf")),
+                   self._warning.get(entry.node_id, float("-inf")))
+        if now - last < WARN_EVERY:
             return
-        self._warned[entry.node_id] = now
+        self._warning[entry.node_id] = now
         message = (f"rejected a report from node {entry.node_id}: {entry.rejection} "
                    f"(further rejections in the next {WARN_EVERY:g} s are only counted)")
         logger.warning("%s", message)

@@ -35,27 +35,34 @@ return #ARGV - 1
 
 
 class Store:
-    def __init__(self, client: Redis, keys: Keys, *, stream_maxlen: int) -> None:
+    def __init__(self, client: Redis, keys: Keys, *, stream_maxlen: int,
+                 metrics_history: int = 120) -> None:
         from controller.store.alerts import Alerts
         from controller.store.clusters import Clusters
         from controller.store.discovery import DiscoveryRecords
         from controller.store.eventlog import EventLog
         from controller.store.gpio import GpioResources
         from controller.store.host_keys import HostKeys
+        from controller.store.ingress import Ingress
         from controller.store.jobs import Jobs
         from controller.store.nodes import Nodes
+        from controller.store.tokens import Tokens
 
         self.keys = keys
         self.stream_maxlen = stream_maxlen
+        self.metrics_history = max(metrics_history, 1)
+        """Health reports kept per node."""
         self._client = client
         self.nodes = Nodes(self, client)
         self.gpio = GpioResources(self, client)
         self.events = EventLog(self, client)
+        self.ingress = Ingress(self, client)
         self.clusters = Clusters(self, client)
         self.jobs = Jobs(self, client)
         self.host_keys = HostKeys(self, client)
         self.discovery = DiscoveryRecords(self, client)
         self.alerts = Alerts(self, client)
+        self.tokens = Tokens(self, client)
 
     def lease(self, duty: str, holder: str, ttl: float) -> Lease:
         """The lease of a singleton duty (``pic:lease:{duty}``), held as ``holder``."""

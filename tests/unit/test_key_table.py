@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from common.keys import Keys
-from controller.agent_access import acl_rules
+from controller.store.agents import acl_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs/redis.md").read_text()

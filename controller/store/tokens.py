@@ -1,0 +1,79 @@
+"""API tokens (``pic:tokens``: SHA-256 of the token -> who it is) and UI login sessions
+(``pic:session:{digest}``, expiring). Only digests are stored: a token or a session id is
+shown once and never kept."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final, Literal
+
+import msgspec
+
+from common.redis_client import Redis
+
+if TYPE_CHECKING:
+    from controller.store.core import Store
+
+Role = Literal["viewer", "operator", "admin"]
+ROLES: Final[dict[str, int]] = {"viewer": 0, "operator": 1, "admin": 2}
+
+
+class Principal(msgspec.Struct, frozen=True):
+    name: str
+    role: Role
+    created: float = 0.0
+
+    def may(self, role: Role) -> bool:
+        return ROLES[self.role] >= ROLES[role]
+
+
+class SessionRecord(msgspec.Struct, frozen=True):
+    principal: Principal
+    token: str
+    """SHA-256 of the token the session was opened with."""
+
+
+_encoder: Final = msgspec.json.Encoder()
+_decoder: Final = msgspec.json.Decoder(Principal)
+_session_decoder: Final = msgspec.json.Decoder(SessionRecord)
+
+
+class Tokens:
+    def __init__(self, store: Store, client: Redis) -> None:
+        self._redis = client
+        self._keys = store.keys
+
+    async def put(self, token_digest: str, principal: Principal) -> None:
+        await self._redis.hset(self._keys.tokens, token_digest, _encoder.encode(principal))
+
+    async def get(self, token_digest: str) -> Principal | None:
+        raw = await self._redis.hget(self._keys.tokens, token_digest)
+        return _decoder.decode(raw) if raw is not None else None
+
+    async def all(self) -> list[Principal]:
+        raw = await self._redis.hgetall(self._keys.tokens)
+        return sorted((_decoder.decode(v) for v in raw.values()), key=lambda p: p.name)
+
+    async def delete_named(self, name: str) -> int:
+        """Delete every token named ``name``; how many there were."""
+        raw = await self._redis.hgetall(self._keys.tokens)
+        doomed = [k for k, v in raw.items() if _decoder.decode(v).name == name]
+        if doomed:
+            await self._redis.hdel(self._keys.tokens, *doomed)
+        return len(doomed)
+
+    async def put_session(self, session_digest: str, record: SessionRecord, ttl: int) -> None:
+        await self._redis.set(self._keys.session(session_digest), _encoder.encode(record),
+                              ex=ttl)
+
+    async def session(self, session_digest: str) -> Principal | None:
+        """The session's principal, while the session lasts and its token is not revoked."""
+        raw = await self._redis.get(self._keys.session(session_digest))
+        if raw is None:
+            return None
+        record = _session_decoder.decode(raw)
+        if not await self._redis.hexists(self._keys.tokens, record.token):
+            return None
+        return record.principal
+
+    async def delete_session(self, session_digest: str) -> None:
+        await self._redis.delete(self._keys.session(session_digest))
