@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 import msgspec
-from redis.exceptions import ResponseError
 
 from common import events, reports
 from common.errors import ConflictError, DecodeError
@@ -115,11 +114,6 @@ class Ingest:
                 logger.debug("ingest: Redis unavailable (%s)", type(err).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            except ResponseError as err:
-                if "NOGROUP" not in str(err):
-                    raise
-                # A stream vanished (node deleted, Redis flushed): re-create the groups.
-                await asyncio.sleep(delay)
 
     async def _listen(self) -> None:
         """Read the streams that ring; every SWEEP_SECONDS all of them (a ring is a hint

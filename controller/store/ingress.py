@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
 
 from common import events, gpio, reports
 from common.keys import INGEST_CONSUMER, INGEST_GROUP
@@ -142,8 +143,19 @@ class Ingress:
                    ) -> tuple[list[Entry], list[str]]:
         """Entries of ``streams`` (stream -> node id) from ``position`` (">" new, "0" read
         before but not acknowledged); and the streams worth reading again (more waiting)."""
-        reply = await self._redis.xreadgroup(
-            INGEST_GROUP, INGEST_CONSUMER, dict.fromkeys(streams, position), count=count)
+        try:
+            reply = await self._redis.xreadgroup(
+                INGEST_GROUP, INGEST_CONSUMER, dict.fromkeys(streams, position), count=count)
+        except ResponseError as err:
+            if "NOGROUP" not in str(err):
+                raise
+            # A stream or its group vanished (Redis flushed, restored from an old backup):
+            # re-create them; what the agents append from now on is read.
+            for stream in streams:
+                with contextlib.suppress(ResponseError):
+                    await self._redis.xgroup_create(stream, INGEST_GROUP, id="0",
+                                                    mkstream=True)
+            return [], []
         batch: list[Entry] = []
         again: list[str] = []
         for raw_stream, items in reply or ():
