@@ -9,13 +9,14 @@ from aiohttp import web
 from common.tasks import TaskOwner
 from controller import appkeys
 from controller.provision.clusters import ClusterService
-from controller.provision.credentials import ControllerKey, HostKeys
-from controller.provision.jobs import JobStore
+from controller.provision.credentials import ControllerKey
 from controller.provision.runner import Provisioner
+from controller.store.host_keys import HostKeys
+from controller.store.jobs import Jobs
 from controller.store.leases import instance_id
 
 CLUSTERS = web.AppKey("clusters", ClusterService)
-JOBS = web.AppKey("jobs", JobStore)
+JOBS = web.AppKey("jobs", Jobs)
 SSH_KEY = web.AppKey("ssh_key", ControllerKey)
 HOST_KEYS = web.AppKey("host_keys", HostKeys)
 PROVISIONER = web.AppKey("provisioner", Provisioner)
@@ -26,12 +27,11 @@ LEASE = "provisioning"
 def setup(app: web.Application) -> None:
     """Create the services (no I/O) and register the cleanup context."""
     settings, store = app[appkeys.SETTINGS], app[appkeys.STORE]
-    jobs = JobStore(store)
-    app[JOBS] = jobs
-    app[CLUSTERS] = ClusterService(store, jobs)
+    app[JOBS] = store.jobs
+    app[CLUSTERS] = ClusterService(store)
     app[SSH_KEY] = ControllerKey(settings.state_dir)
-    app[HOST_KEYS] = HostKeys(store.redis, store.keys)
-    app[PROVISIONER] = Provisioner(settings, store, jobs, app[SSH_KEY], app[HOST_KEYS])
+    app[HOST_KEYS] = store.host_keys
+    app[PROVISIONER] = Provisioner(settings, store, app[SSH_KEY], app[appkeys.AGENTS])
     app.cleanup_ctx.append(provisioner_ctx)
 
 

@@ -1,7 +1,7 @@
 """ClusterService: validates requests, claims nodes for a cluster and enqueues their jobs.
 
-Claiming is a compare-and-set (WATCH on the node hashes): a node belongs to one cluster at
-a time, and the claim, the cluster record, the jobs and their events commit together.
+A node belongs to one cluster at a time: the store claims it (``store.clusters``), and the
+claim, the cluster record, the jobs and their events commit together.
 """
 
 from __future__ import annotations
@@ -10,24 +10,17 @@ import ipaddress
 import re
 import time
 import uuid
-from collections.abc import Sequence
 from typing import Any, Final
 
-from redis.exceptions import WatchError
-
-from common import events
 from common.errors import ConflictError, NotFoundError, ValidationError
 from controller.provision import k3s, model
-from controller.provision.jobs import JobStore
 from controller.provision.model import Cluster, Job, Role
-from controller.store import Store
-from controller.store.core import Staged
+from controller.store import Node, Store
 
 NAME_RE: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HOST_RE: Final = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
                             r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 USER_RE: Final = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_ATTEMPTS: Final = 10
 
 
 def _str_list(body: dict[str, Any], name: str) -> list[str]:
@@ -84,10 +77,6 @@ def _validate_settings(body: dict[str, Any], cluster: Cluster) -> None:
         cluster.force_even = body["force"]
 
 
-def _member_job(key: str, job: Job) -> Staged:
-    return lambda pipe: pipe.hset(key, f"job:{job.node_id}", job.id)
-
-
 def _check_odd(servers: int, force: bool, field: str) -> None:
     if servers % 2 == 0 and not force:
         raise ValidationError(field, f"{servers} servers cannot keep etcd quorum when one "
@@ -96,36 +85,28 @@ def _check_odd(servers: int, force: bool, field: str) -> None:
 
 
 class ClusterService:
-    def __init__(self, store: Store, jobs: JobStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.jobs = jobs
-        self.keys = store.keys
+        self.jobs = store.jobs
 
     # --- reads ---------------------------------------------------------------------------
 
     async def get(self, cluster_id: str) -> Cluster:
-        raw = await self.store.redis.hgetall(self.keys.cluster(cluster_id))
-        if not raw:
+        cluster = await self.store.clusters.get(cluster_id)
+        if cluster is None:
             raise NotFoundError("cluster", cluster_id)
-        cluster = model.cluster_from_hash(raw)
         await self._fill_addresses(cluster)
         return cluster
 
     async def all(self) -> list[Cluster]:
-        ids = sorted(m.decode() for m in await self.store.redis.smembers(self.keys.clusters))
-        result = []
-        for cluster_id in ids:
-            raw = await self.store.redis.hgetall(self.keys.cluster(cluster_id))
-            if raw:
-                cluster = model.cluster_from_hash(raw)
-                await self._fill_addresses(cluster)
-                result.append(cluster)
-        return result
+        clusters = await self.store.clusters.all()
+        for cluster in clusters:
+            await self._fill_addresses(cluster)
+        return clusters
 
     async def _fill_addresses(self, cluster: Cluster) -> None:
         for member in cluster.members:
-            ip = await self.store.redis.hget(self.keys.node(member.node_id), "ip_address")
-            member.ip_address = ip.decode() if ip else ""
+            member.ip_address = await self.store.nodes.field(member.node_id, "ip_address") or ""
 
     # --- writes --------------------------------------------------------------------------
 
@@ -155,15 +136,7 @@ class ClusterService:
         for i, (node_id, _role) in enumerate(roles):
             await self._require_node(node_id, "servers" if i < len(servers) else "agents")
         jobs = [model.new_job("provision", n, cluster.id, r) for n, r in roles]
-        fields = model.cluster_fields(cluster)
-        key = self.keys.cluster(cluster.id)
-
-        def record(pipe: Any) -> None:
-            pipe.hset(key, mapping=fields)
-            pipe.sadd(self.keys.clusters, cluster.id)
-        await self._claim(cluster.id, roles, jobs, [record], events.system_log_created(
-            "info", f"cluster {cluster.name} created with {len(servers)} server(s) and "
-            f"{len(agents)} agent(s)", source="provisioner"))
+        await self.store.clusters.create(cluster, jobs)
         return await self.get(cluster.id), jobs
 
     async def update(self, cluster_id: str, body: Any) -> Cluster:
@@ -179,9 +152,8 @@ class ClusterService:
         if cluster.name != old_name and any(c.name == cluster.name for c in await self.all()):
             raise ConflictError("name", f"a cluster named {cluster.name!r} exists already")
         cluster.updated_at = time.time()
-        fields = model.cluster_fields(cluster)
-        del fields["status"], fields["server_node"]
-        await self.store.redis.hset(self.keys.cluster(cluster_id), mapping=fields)
+        if not await self.store.clusters.update_settings(cluster):
+            raise NotFoundError("cluster", cluster_id)
         return await self.get(cluster_id)
 
     async def add_node(self, cluster_id: str, body: Any) -> Job:
@@ -209,15 +181,15 @@ class ClusterService:
                                 "this cluster; re-run its job with POST /api/v1/nodes/"
                                 f"{node_id}/provision")
         job = model.new_job("provision", node_id, cluster.id, role)
-        await self._claim(cluster.id, [(node_id, role)], [job], [], None)
+        await self.store.clusters.add_member(cluster.id, job)
         return job
 
     async def provision_node(self, node_id: str, body: Any) -> Job:
         """Re-run (resume) the node's provisioning, or add it to the cluster named in body."""
         body = body if isinstance(body, dict) else {}
-        node = await self._require_node(node_id, "node_id")
+        await self._require_node(node_id, "node_id")
         await self._set_ssh_user(node_id, body)
-        cluster_id = (node.get(b"cluster_id") or b"").decode()
+        cluster_id = await self.store.nodes.field(node_id, "cluster_id") or ""
         if not cluster_id:
             target = body.get("cluster_id")
             if not isinstance(target, str) or not target:
@@ -239,7 +211,7 @@ class ClusterService:
             if previous.status in (model.FAILED, model.INTERRUPTED):
                 return await self.retry(previous.id)
         job = model.new_job("provision", node_id, cluster_id, member.role)  # type: ignore[arg-type]
-        await self._enqueue([job], cluster_id)
+        await self.store.clusters.enqueue(cluster_id, [job])
         return job
 
     async def retry(self, job_id: str) -> Job:
@@ -253,7 +225,7 @@ class ClusterService:
             raise ConflictError("job", f"job {job_id} succeeded; start a new one instead")
         job.status = model.QUEUED
         job.interruptions = 0
-        await self._enqueue([job], job.cluster_id)
+        await self.store.clusters.enqueue(job.cluster_id, [job])
         return job
 
     async def remove_node(self, cluster_id: str, node_id: str) -> Job:
@@ -268,15 +240,12 @@ class ClusterService:
                 raise ConflictError("node", f"{node_id!r} is the last server; remove the "
                                     "agents first, or delete the cluster")
         job = model.new_job("deprovision", node_id, cluster_id, member.role)  # type: ignore[arg-type]
-        key = self.keys.cluster(cluster_id)
-        await self._enqueue([job], cluster_id, [
-            lambda p: p.hset(key, mapping={f"state:{node_id}": model.REMOVING,
-                                           f"job:{node_id}": job.id})])
+        await self.store.clusters.start_removal(cluster_id, job)
         return job
 
     async def deprovision_node(self, node_id: str) -> Job:
-        node = await self._require_node(node_id, "node_id")
-        cluster_id = (node.get(b"cluster_id") or b"").decode()
+        await self._require_node(node_id, "node_id")
+        cluster_id = await self.store.nodes.field(node_id, "cluster_id") or ""
         if not cluster_id:
             raise ConflictError("node_id", f"node {node_id!r} is in no cluster")
         return await self.remove_node(cluster_id, node_id)
@@ -286,15 +255,10 @@ class ClusterService:
         cluster = await self.get(cluster_id)
         for member in cluster.members:
             await self._no_active_job(member, allow_removal=True)
-        key = self.keys.cluster(cluster_id)
         if not cluster.members:
-            await self.store.commit([lambda p: p.delete(key),
-                                     lambda p: p.srem(self.keys.clusters, cluster_id)],
-                                    events.system_log_created(
-                                        "info", f"cluster {cluster.name} deleted",
-                                        source="provisioner"))
+            await self.store.clusters.delete_empty(cluster_id)
             return []
-        await self.store.redis.hset(key, "status", "deleting")
+        await self.store.clusters.mark_deleting(cluster_id)
         jobs = []
         for member in cluster.members:
             if member.state == model.REMOVING and member.job_id:
@@ -307,13 +271,13 @@ class ClusterService:
 
     # --- helpers -------------------------------------------------------------------------
 
-    async def _require_node(self, node_id: str, field: str) -> dict[bytes, bytes]:
-        raw: dict[bytes, bytes] = await self.store.redis.hgetall(self.keys.node(node_id))
-        if not raw:
+    async def _require_node(self, node_id: str, field: str) -> Node:
+        node = await self.store.nodes.get(node_id)
+        if node is None:
             raise NotFoundError("node", node_id)
-        if not raw.get(b"ip_address"):
+        if not node.ip_address:
             raise ValidationError(field, f"node {node_id!r} has no IP address to connect to")
-        return raw
+        return node
 
     async def _set_ssh_user(self, node_id: str, body: dict[str, Any]) -> None:
         user = body.get("ssh_user")
@@ -321,7 +285,7 @@ class ClusterService:
             return
         if not isinstance(user, str) or not USER_RE.match(user):
             raise ValidationError("ssh_user", "a Linux user name such as pi")
-        await self.store.redis.hset(self.keys.node(node_id), "ssh_user", user)
+        await self.store.nodes.update(node_id, {"ssh_user": user})
 
     async def _no_active_job(self, member: model.Member, allow_removal: bool = False) -> None:
         job = await self.jobs.get(member.job_id) if member.job_id else None
@@ -331,46 +295,3 @@ class ClusterService:
             return
         raise ConflictError("node", f"node {member.node_id!r} has job {job.id} "
                             f"{job.status}; wait for it to finish")
-
-    async def _enqueue(self, jobs: Sequence[Job], cluster_id: str,
-                       extra: Sequence[Staged] = ()) -> None:
-        key = self.keys.cluster(cluster_id)
-        writes: list[Staged] = [*extra]
-        for job in jobs:
-            writes.append(_member_job(key, job))
-        writes += self.jobs.enqueue_writes(jobs)
-        await self.store.commit(writes, None)
-
-    async def _claim(self, cluster_id: str, roles: Sequence[tuple[str, Role]],
-                     jobs: Sequence[Job], extra: Sequence[Staged],
-                     event: events.Event | None) -> None:
-        """Make the nodes members of the cluster, unless one is in another cluster."""
-        node_keys = [self.keys.node(n) for n, _ in roles]
-        ckey = self.keys.cluster(cluster_id)
-        for _ in range(_ATTEMPTS):
-            async with self.store.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(*node_keys)
-                    for (node_id, _role), key in zip(roles, node_keys, strict=True):
-                        current = await pipe.hget(key, "cluster_id")
-                        if current and current.decode() != cluster_id:
-                            raise ConflictError(
-                                "node_id", f"node {node_id!r} is already in cluster "
-                                f"{current.decode()!r}; remove it there first")
-                    pipe.multi()
-                    for write in extra:
-                        write(pipe)
-                    for (node_id, role), key, job in zip(roles, node_keys, jobs, strict=True):
-                        pipe.hset(key, mapping={"cluster_id": cluster_id, "cluster_role": role})
-                        pipe.hset(ckey, mapping={f"role:{node_id}": role,
-                                                 f"state:{node_id}": model.JOINING,
-                                                 f"job:{node_id}": job.id})
-                    for write in self.jobs.enqueue_writes(jobs):
-                        write(pipe)
-                    if event is not None:
-                        self.store.stage_event(pipe, event)
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    continue
-        raise ConflictError("node_id", "the nodes changed while being claimed; retry")

@@ -1,9 +1,10 @@
 """The controller's SSH identity and the Pis' host keys, pinned on first use.
 
 The key pair lives under the state directory (``id_ed25519``, mode 0600), generated on first
-use; only its public half ever leaves this module. Host keys are pinned in Redis, so every
-controller replica trusts the same keys; a key that differs from its pin refuses the
-connection (``asyncssh.HostKeyNotVerifiable``) until an admin removes the pin.
+use; only its public half ever leaves this module. Host keys are pinned in the store
+(``store.host_keys``), so every controller replica trusts the same keys; a key that differs
+from its pin refuses the connection (``asyncssh.HostKeyNotVerifiable``) until an admin
+removes the pin.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ import time
 from pathlib import Path
 
 import asyncssh
-import msgspec
 
 from common.files import write_secret
-from common.keys import Keys
-from common.redis_client import Redis
+from controller.store.host_keys import HostKeys, PinnedKey
 
 logger = logging.getLogger(__name__)
 
@@ -62,58 +61,20 @@ class ControllerKey:
         return str(self.private().get_fingerprint("sha256"))
 
 
-class PinnedKey(msgspec.Struct, kw_only=True):
-    host: str
-    port: int
-    key: str
-    """The public key in OpenSSH form ("ssh-ed25519 AAAA...")."""
-    fingerprint: str
-    pinned_at: float
-    node_id: str = ""
+def known_hosts(pin: PinnedKey) -> asyncssh.SSHKnownHosts:
+    """The known-hosts entry that makes a connection accept the pinned key and no other."""
+    host = pin.host if pin.port == 22 else f"[{pin.host}]:{pin.port}"
+    return asyncssh.import_known_hosts(f"{host} {pin.key}\n")
 
 
-_pin_decoder = msgspec.json.Decoder(PinnedKey)
-
-
-def address(host: str, port: int) -> str:
-    return f"{host}:{port}"
-
-
-class HostKeys:
-    """Host keys pinned on first use, shared by every replica through Redis."""
-
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        self._redis = redis
-        self._key = keys.host_keys
-
-    async def get(self, host: str, port: int) -> PinnedKey | None:
-        raw = await self._redis.hget(self._key, address(host, port))
-        return _pin_decoder.decode(raw) if raw else None
-
-    async def all(self) -> list[PinnedKey]:
-        raw = await self._redis.hgetall(self._key)
-        return sorted((_pin_decoder.decode(v) for v in raw.values()),
-                      key=lambda p: (p.host, p.port))
-
-    async def pin(self, host: str, port: int, key: asyncssh.SSHKey, node_id: str
-                  ) -> PinnedKey:
-        """Pin ``key`` unless a key is pinned already; returns the pin that holds."""
-        pinned = PinnedKey(host=host, port=port,
-                           key=key.export_public_key().decode().strip(),
-                           fingerprint=str(key.get_fingerprint("sha256")),
-                           pinned_at=time.time(), node_id=node_id)
-        if await self._redis.hsetnx(self._key, address(host, port), msgspec.json.encode(pinned)):
-            logger.info("pinned the SSH host key of %s:%d (%s) on first use", host, port,
-                        pinned.fingerprint)
-            return pinned
-        existing = await self.get(host, port)
-        assert existing is not None
-        return existing
-
-    async def forget(self, host: str, port: int) -> bool:
-        return bool(await self._redis.hdel(self._key, address(host, port)))
-
-    @staticmethod
-    def known_hosts(pin: PinnedKey) -> asyncssh.SSHKnownHosts:
-        host = pin.host if pin.port == 22 else f"[{pin.host}]:{pin.port}"
-        return asyncssh.import_known_hosts(f"{host} {pin.key}\n")
+async def pin_host_key(pins: HostKeys, host: str, port: int, key: asyncssh.SSHKey,
+                       node_id: str) -> PinnedKey:
+    """Pin ``key`` unless a key is pinned already; returns the pin that holds."""
+    held, new = await pins.pin(PinnedKey(
+        host=host, port=port, key=key.export_public_key().decode().strip(),
+        fingerprint=str(key.get_fingerprint("sha256")), pinned_at=time.time(),
+        node_id=node_id))
+    if new:
+        logger.info("pinned the SSH host key of %s:%d (%s) on first use", host, port,
+                    held.fingerprint)
+    return held

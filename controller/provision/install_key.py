@@ -20,16 +20,16 @@ from controller.provision.ssh import StepFailed, Target, connect
 async def install(app: web.Application, node_id: str, password: str, user: Any
                   ) -> dict[str, str]:
     settings, store = app[appkeys.SETTINGS], app[appkeys.STORE]
-    key = store.keys.node(node_id)
-    ip, stored_user, port = await store.redis.hmget(key, "ip_address", "ssh_user", "ssh_port")
-    if not await store.redis.exists(key):
+    ip, stored_user, port = await store.nodes.fields(node_id, "ip_address", "ssh_user",
+                                                     "ssh_port")
+    if not await store.nodes.exists(node_id):
         raise NotFoundError("node", node_id)
     if not ip:
         raise ValidationError("node_id", f"node {node_id!r} has no IP address")
     if user is not None and not isinstance(user, str):
         raise ValidationError("ssh_user", "must be a string")
-    login = user or (stored_user.decode() if stored_user else settings.ssh_user)
-    target = Target(node_id=node_id, host=ip.decode(),
+    login = user or stored_user or settings.ssh_user
+    target = Target(node_id=node_id, host=ip,
                     port=int(port) if port else settings.ssh_port, user=login)
     public = app[wiring.SSH_KEY].public_line()
     try:
@@ -49,6 +49,6 @@ async def install(app: web.Application, node_id: str, password: str, user: Any
         raise ValidationError("node_id", f"could not write ~/.ssh/authorized_keys on "
                               f"{target.host} (exit {done.exit_status})")
     if user:
-        await store.redis.hset(key, "ssh_user", login)
+        await store.nodes.update(node_id, {"ssh_user": login})
     return {"node_id": node_id, "user": login, "host": target.host,
             "installed": app[wiring.SSH_KEY].fingerprint()}

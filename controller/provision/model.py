@@ -1,10 +1,9 @@
-"""Jobs, steps and clusters: what is stored in Redis and returned by the API.
+"""Jobs, steps and clusters: the records the store keeps and the API returns.
 
-A job provisions (or removes) one node and is made of ordered, idempotent steps. It is
-stored as JSON in the hash ``keys.job(id)`` (field ``job``, plus ``status`` and ``node_id``
-for cheap scans), so a controller that takes over the lease can resume it. A cluster is a
-hash of flat string fields at ``keys.cluster(id)``; its members are the fields
-``role:<node>`` and ``state:<node>``.
+A job provisions (or removes) one node and is made of ordered, idempotent steps; it is kept
+whole, so a controller that takes over the lease can resume it. A cluster holds its K3s
+settings and its members, each with its role and membership state. How they are stored is
+the store's business (``controller/store/jobs.py``, ``controller/store/clusters.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ DEPROVISION_STEPS: Final = ("drain", "delete_node", "uninstall", "report")
 OUTPUT_LIMIT: Final = 8192
 """Bytes of output kept per step (the tail: errors come last)."""
 
-# Membership states of a node in a cluster (field state:<node> of the cluster hash).
+# Membership states of a node in a cluster (``Member.state``).
 JOINING: Final = "joining"
 JOINED: Final = "joined"
 MEMBER_FAILED: Final = "failed"
@@ -133,49 +132,3 @@ class Cluster(msgspec.Struct, kw_only=True):
                 return m
         return None
 
-
-def _csv(items: list[str]) -> str:
-    return ",".join(items)
-
-
-def _uncsv(text: str) -> list[str]:
-    return [item for item in text.split(",") if item]
-
-
-def cluster_fields(cluster: Cluster) -> dict[str, str]:
-    """The cluster's own fields (not its members) as flat strings for its hash."""
-    return {
-        "id": cluster.id, "name": cluster.name, "status": cluster.status,
-        "version": cluster.version, "channel": cluster.channel,
-        "disable": _csv(cluster.disable), "tls_sans": _csv(cluster.tls_sans),
-        "force_even": "1" if cluster.force_even else "0", "server_node": cluster.server_node,
-        "created_at": f"{cluster.created_at:.3f}", "updated_at": f"{cluster.updated_at:.3f}",
-    }
-
-
-def cluster_from_hash(raw: dict[bytes, bytes]) -> Cluster:
-    text = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
-    members: dict[str, Member] = {}
-    for key, value in text.items():
-        kind, sep, node_id = key.partition(":")
-        if not sep or kind not in ("role", "state", "host", "job"):
-            continue
-        member = members.setdefault(node_id, Member(node_id=node_id, role="", state=""))
-        if kind == "role":
-            member.role = value
-        elif kind == "state":
-            member.state = value
-        elif kind == "host":
-            member.hostname = value
-        else:
-            member.job_id = value
-    return Cluster(
-        id=text.get("id", ""), name=text.get("name", ""),
-        status=text.get("status", ""), version=text.get("version", ""),
-        channel=text.get("channel", ""), disable=_uncsv(text.get("disable", "")),
-        tls_sans=_uncsv(text.get("tls_sans", "")), force_even=text.get("force_even") == "1",
-        server_node=text.get("server_node", ""),
-        created_at=float(text.get("created_at") or 0), updated_at=float(text.get("updated_at")
-                                                                        or 0),
-        members=sorted((m for m in members.values() if m.role), key=lambda m: m.node_id),
-    )

@@ -1,6 +1,6 @@
 """Provisioner: runs queued jobs under the singleton lease, a bounded number at a time.
 
-Jobs are picked from the Redis queue (any replica's API enqueues) and, on taking the
+Jobs are picked from the store's queue (any replica's API enqueues) and, on taking the
 lease, from the job index: a job left "running" by a controller that died is resumed from
 the step it was in, or marked "interrupted" once it has been cut short too often, so no
 job stays "running" forever. Steps that are done are not run again; "connect" always is.
@@ -16,15 +16,14 @@ from collections import defaultdict
 from typing import Final
 
 from common import events
-from common.redis_client import UNAVAILABLE
 from controller import node_status
 from controller.provision import model, steps
-from controller.provision.credentials import ControllerKey, HostKeys
-from controller.provision.jobs import JobStore
+from controller.provision.credentials import ControllerKey
 from controller.provision.model import Job, Step
 from controller.provision.ssh import StepFailed
 from controller.settings import ControllerSettings
 from controller.store import Store
+from controller.store.jobs import UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +43,13 @@ def _reraise_if_cancelled(err: BaseException) -> None:
 
 
 class Provisioner:
-    def __init__(self, settings: ControllerSettings, store: Store, jobs: JobStore,
-                 key: ControllerKey, pins: HostKeys) -> None:
+    def __init__(self, settings: ControllerSettings, store: Store, key: ControllerKey,
+                 agents: steps.AgentCredentialIssuer) -> None:
         self.settings = settings
         self.store = store
-        self.jobs = jobs
+        self.jobs = store.jobs
         self.key = key
-        self.pins = pins
+        self.agents = agents
         self._slot = asyncio.Semaphore(max(1, settings.provision_parallel))
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._join_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -66,9 +65,9 @@ class Provisioner:
             next_scan = time.monotonic() + RESCAN
             while True:
                 try:
-                    popped = await self.store.redis.blpop([self.store.keys.job_queue], timeout=1)
-                    if popped:
-                        self._start(popped[1].decode())
+                    job_id = await self.jobs.next_queued(timeout=1)
+                    if job_id is not None:
+                        self._start(job_id)
                     if time.monotonic() >= next_scan:
                         await self._scan(adopting=False)
                         next_scan = time.monotonic() + RESCAN
@@ -82,7 +81,7 @@ class Provisioner:
             await self._stop_jobs()
 
     async def _stop_jobs(self) -> None:
-        """Cancel the running jobs (they stay "running" in Redis, to be resumed) and await
+        """Cancel the running jobs (they stay "running" in the store, to be resumed) and await
         them, boundedly: a job stuck in a library call must not hold up the lease's handover
         or the controller's shutdown."""
         tasks = list(self._tasks.values())
@@ -120,12 +119,11 @@ class Provisioner:
                      "re-run the job to resume it")
         await self.jobs.save(job, "job", model.INTERRUPTED, job.error)
         if job.kind == "provision":
-            await node_status.set_node_status(
-                self.store, job.node_id, node_status.FAILED, f"job {job.id} was interrupted",
+            await self.store.nodes.transition(
+                job.node_id, node_status.FAILED, f"job {job.id} was interrupted",
                 expected=[node_status.PROVISIONING])
-            key = self.store.keys.cluster(job.cluster_id)
-            if await self.store.redis.exists(key):
-                await self.store.redis.hset(key, f"state:{job.node_id}", model.MEMBER_FAILED)
+            await self.store.clusters.update_member(job.cluster_id, job.node_id,
+                                                    state=model.MEMBER_FAILED)
 
     def _start(self, job_id: str) -> None:
         if job_id in self._tasks:
@@ -162,7 +160,7 @@ class JobRun:
         self.job = job
         self.ctx = steps.Context(
             job=job, settings=provisioner.settings, store=provisioner.store,
-            key=provisioner.key, pins=provisioner.pins, slot=provisioner._slot,
+            key=provisioner.key, agents=provisioner.agents, slot=provisioner._slot,
             join_lock=provisioner._join_locks[job.cluster_id])
 
     async def execute(self) -> None:
@@ -175,12 +173,12 @@ class JobRun:
         job.finished_at = None
         await self.p.jobs.save(job, "job", model.RUNNING, f"attempt {job.attempts}")
         if job.kind == "provision":
-            await node_status.set_node_status(
-                self.p.store, job.node_id, node_status.PROVISIONING,
+            await self.p.store.nodes.transition(
+                job.node_id, node_status.PROVISIONING,
                 f"job {job.id}: joining cluster {job.cluster_id} as {job.role}")
             joined = job.step("wait_ready").status == model.DONE
             # A resumed job past wait_ready is in the cluster already: keep it "joined".
-            await self.ctx.set_member(job=job.id, **({} if joined else {"state": model.JOINING}))
+            await self.ctx.set_member(job_id=job.id, state=None if joined else model.JOINING)
         table = steps.PROVISION if job.kind == "provision" else steps.DEPROVISION
         try:
             for step in job.steps:
@@ -238,21 +236,13 @@ class JobRun:
         text = f"{job.kind} of node {job.node_id} failed at step {step.name}: {message}"
         if remote and redact(remote) not in message:
             text += f" (remote error: {redact(remote)[-400:]})"
-        log_event = events.system_log_created("error", text, source="provisioner",
-                                              node_id=job.node_id)
-        job_event = events.job_progress(job.id, job.node_id, "job", model.FAILED,
-                                        cluster_id=job.cluster_id, message=job.error)
-        step_event = events.job_progress(job.id, job.node_id, step.name, model.FAILED,
-                                         cluster_id=job.cluster_id, message=message)
-        stage = self.p.store.stage_event
-        # In this order: the step failed, why (the log entry), then the job is over.
-        await self.p.store.commit([self.p.jobs.stage(job),
-                                   lambda pipe: stage(pipe, step_event),
-                                   lambda pipe: stage(pipe, log_event)], job_event)
+        # Announced in this order: the step failed, why (this log entry), the job is over.
+        await self.p.jobs.save_failed(job, step.name, message, events.system_log_created(
+            "error", text, source="provisioner", node_id=job.node_id))
         logger.warning("job %s: %s", job.id, text)
         if job.kind == "provision":
             with contextlib.suppress(StepFailed):
                 await self.ctx.set_member(state=model.MEMBER_FAILED)
-            await node_status.set_node_status(
-                self.p.store, job.node_id, node_status.FAILED,
-                f"job {job.id} failed at step {step.name}", expected=[node_status.PROVISIONING])
+            await self.p.store.nodes.transition(
+                job.node_id, node_status.FAILED, f"job {job.id} failed at step {step.name}",
+                expected=[node_status.PROVISIONING])

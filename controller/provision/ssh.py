@@ -11,8 +11,9 @@ from pathlib import Path
 import asyncssh
 
 from common.errors import PiControllerError
-from controller.provision.credentials import ControllerKey, HostKeys
+from controller.provision.credentials import ControllerKey, known_hosts, pin_host_key
 from controller.provision.redact import Redactor
+from controller.store.host_keys import HostKeys
 
 SUDO_PASSWORD_HINT = (
     "sudo asked for a password: the controller always runs 'sudo -n'. Give the user "
@@ -56,7 +57,7 @@ async def connect(target: Target, key: ControllerKey, pins: HostKeys, *, timeout
         async with asyncio.timeout(timeout + 5):
             conn = await asyncssh.connect(
                 target.host, target.port, username=target.user,
-                known_hosts=HostKeys.known_hosts(pin) if pin else None,
+                known_hosts=known_hosts(pin) if pin else None,
                 connect_timeout=timeout, login_timeout=timeout, config=[], agent_path=None,
                 keepalive_interval=15, **options)
     except asyncssh.HostKeyNotVerifiable as err:
@@ -79,7 +80,7 @@ async def connect(target: Target, key: ControllerKey, pins: HostKeys, *, timeout
     if pin is None:
         presented = conn.get_server_host_key()
         assert presented is not None
-        held = await pins.pin(target.host, target.port, presented, target.node_id)
+        held = await pin_host_key(pins, target.host, target.port, presented, target.node_id)
         if held.key != presented.export_public_key().decode().strip():
             conn.close()
             raise StepFailed(f"the SSH host key of {target.host}:{target.port} changed while "

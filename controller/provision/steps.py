@@ -15,15 +15,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
-from redis.exceptions import WatchError
-
-from common import events
+from common.errors import ConflictError
 from controller import node_status
-from controller.agent_access import AgentAccess
 from controller.provision import agent_unit, doctor, k3s, model
-from controller.provision.credentials import ControllerKey, HostKeys
+from controller.provision.credentials import ControllerKey
 from controller.provision.model import Cluster, Job
 from controller.provision.redact import Redactor
 from controller.provision.ssh import Session, StepFailed, Target, connect
@@ -36,13 +34,24 @@ POLL = 0.5
 """Seconds between polls of a server's view of a node, and of a rebooting Pi."""
 
 
+class AgentCredentials(Protocol):
+    @property
+    def redis_url(self) -> str: ...
+
+
+class AgentCredentialIssuer(Protocol):
+    """What issues a node's agent its own credentials (the application's agent access)."""
+
+    async def issue(self, node_id: str) -> AgentCredentials: ...
+
+
 @dataclass
 class Context:
     job: Job
     settings: ControllerSettings
     store: Store
     key: ControllerKey
-    pins: HostKeys
+    agents: AgentCredentialIssuer
     slot: asyncio.Semaphore
     join_lock: asyncio.Lock
     redact: Redactor = field(default_factory=Redactor)
@@ -51,26 +60,26 @@ class Context:
     holds_slot: bool = False
 
     async def cluster(self) -> Cluster:
-        raw = await self.store.redis.hgetall(self.store.keys.cluster(self.job.cluster_id))
-        if not raw:
+        cluster = await self.store.clusters.get(self.job.cluster_id)
+        if cluster is None:
             raise StepFailed(f"cluster {self.job.cluster_id!r} no longer exists")
-        return model.cluster_from_hash(raw)
+        return cluster
 
     async def target(self, node_id: str) -> Target:
-        key = self.store.keys.node(node_id)
-        ip, user, port = await self.store.redis.hmget(key, "ip_address", "ssh_user", "ssh_port")
+        ip, user, port = await self.store.nodes.fields(node_id, "ip_address", "ssh_user",
+                                                       "ssh_port")
         if not ip:
             raise StepFailed(f"node {node_id!r} has no known IP address")
-        return Target(node_id=node_id, host=ip.decode(),
+        return Target(node_id=node_id, host=ip,
                       port=int(port) if port else self.settings.ssh_port,
-                      user=user.decode() if user else self.settings.ssh_user)
+                      user=user or self.settings.ssh_user)
 
     async def session(self, node_id: str | None = None) -> Session:
         """A session to ``node_id`` (default: the job's node), opened once per job run."""
         node_id = node_id or self.job.node_id
         if node_id not in self.sessions:
             target = await self.target(node_id)
-            conn = await connect(target, self.key, self.pins,
+            conn = await connect(target, self.key, self.store.host_keys,
                                  timeout=self.settings.ssh_connect_timeout)
             prefix = "" if node_id == self.job.node_id else f"[{node_id}] "
             self.sessions[node_id] = Session(conn, target, self.redact,
@@ -98,20 +107,13 @@ class Context:
             await self.slot.acquire()
             self.holds_slot = True
 
-    async def set_member(self, **fields: str) -> None:
-        """Update this node's membership fields, unless the cluster is gone (a plain HSET
-        would bring a deleted cluster back as a fragment)."""
-        flat: list[str] = []
-        for name, value in fields.items():
-            flat += [f"{name}:{self.job.node_id}", value]
-        await self.store.redis.eval(_HSET_IF_EXISTS, 1,
-                                    self.store.keys.cluster(self.job.cluster_id), *flat)
+    async def set_member(self, *, state: str | None = None, job_id: str | None = None,
+                         hostname: str | None = None) -> None:
+        """Update this node's membership, unless the cluster is gone (it is not brought
+        back as a fragment)."""
+        await self.store.clusters.update_member(self.job.cluster_id, self.job.node_id,
+                                                state=state, job_id=job_id, hostname=hostname)
 
-
-_HSET_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], unpack(ARGV)) end
-return 0
-"""
 
 StepFn = Callable[[Context], Awaitable[str]]
 
@@ -123,7 +125,7 @@ async def step_connect(ctx: Context) -> str:
     ctx.drop(ctx.job.node_id)
     session = await ctx.session()
     await session.run("true", sudo=True)
-    pin = await ctx.pins.get(session.target.host, session.target.port)
+    pin = await ctx.store.host_keys.get(session.target.host, session.target.port)
     return (f"connected as {session.target.user}@{session.target.host}, sudo -n works; "
             f"host key {pin.fingerprint if pin else '?'}")
 
@@ -131,9 +133,9 @@ async def step_connect(ctx: Context) -> str:
 async def step_preflight(ctx: Context) -> str:
     session = await ctx.session()
     cluster = await ctx.cluster()
-    claimed = await ctx.store.redis.hget(ctx.store.keys.node(ctx.job.node_id), "cluster_id")
-    if claimed and claimed.decode() != ctx.job.cluster_id:
-        raise StepFailed(f"node {ctx.job.node_id!r} is already in cluster {claimed.decode()!r}")
+    claimed = await ctx.store.nodes.field(ctx.job.node_id, "cluster_id")
+    if claimed and claimed != ctx.job.cluster_id:
+        raise StepFailed(f"node {ctx.job.node_id!r} is already in cluster {claimed!r}")
     sent = time.time()
     result = await session.run(doctor.FACTS_SCRIPT, quiet=True)
     received = time.time()
@@ -141,7 +143,7 @@ async def step_preflight(ctx: Context) -> str:
     ctx.job.facts = {k: facts.get(k, "") for k in
                      ("hostname", "model", "arch", "os_name", "cmdline_txt")}
     ctx.job.facts["hostname"] = ctx.job.facts["hostname"].lower()
-    raw = await ctx.store.redis.hget(ctx.store.keys.cluster(cluster.id), "token_sha256")
+    token_sha256 = await ctx.store.clusters.token_digest(cluster.id)
     others = {m.hostname.lower(): m.node_id for m in cluster.members
               if m.node_id != ctx.job.node_id and m.hostname}
     init = cluster.server_node == ctx.job.node_id
@@ -149,22 +151,20 @@ async def step_preflight(ctx: Context) -> str:
     report = doctor.check(facts, doctor.Expectations(
         role=ctx.job.role, arches=tuple(ctx.settings.provision_arch),
         require_pi=ctx.settings.provision_require_pi, server_url=server_url,
-        cluster_token_sha256=raw.decode() if raw else "", other_hostnames=others),
+        cluster_token_sha256=token_sha256, other_hostnames=others),
         sent_at=sent, received_at=received)
     hostname = ctx.job.facts["hostname"]
     if hostname and not report.failures:
         # Claimed atomically: nodes of one request run their preflights at the same time.
-        key = ctx.store.keys.cluster(cluster.id)
-        if not await ctx.store.redis.hsetnx(key, f"name:{hostname}", ctx.job.node_id):
-            owner = await ctx.store.redis.hget(key, f"name:{hostname}")
-            if owner and owner.decode() != ctx.job.node_id:
-                report.failures.append(
-                    f"hostname {hostname!r} is also node {owner.decode()!r} of this cluster; "
-                    "K3s needs unique node names (sudo hostnamectl set-hostname NEW)")
+        owner = await ctx.store.clusters.claim_hostname(cluster.id, hostname, ctx.job.node_id)
+        if owner != ctx.job.node_id:
+            report.failures.append(
+                f"hostname {hostname!r} is also node {owner!r} of this cluster; "
+                "K3s needs unique node names (sudo hostnamectl set-hostname NEW)")
     ctx.log(report.render())
     if report.failures:
         raise StepFailed("; ".join(report.failures))
-    await ctx.set_member(host=hostname)
+    await ctx.set_member(hostname=hostname)
     warn = f" ({len(report.warnings)} warning(s))" if report.warnings else ""
     return f"{ctx.job.facts['model'] or 'host'} {ctx.job.facts['arch']}, " \
            f"{ctx.job.facts['os_name']}: all checks passed{warn}"
@@ -237,8 +237,7 @@ async def _wait_for_first_server(ctx: Context, cluster: Cluster) -> None:
                 return
             job_status = ""
             if member.job_id:
-                raw = await ctx.store.redis.hget(ctx.store.keys.job(member.job_id), "status")
-                job_status = raw.decode() if raw else ""
+                job_status = await ctx.store.jobs.status(member.job_id) or ""
             if job_status == model.SUCCEEDED:
                 return
             if member.state == model.MEMBER_FAILED or job_status in model.FINISHED:
@@ -274,8 +273,7 @@ async def step_install_k3s(ctx: Context) -> str:
             await k3s.install_online(session, plan, ctx.settings.k3s_install_url)
         if init:
             token = await k3s.read_token(session)
-            await ctx.store.redis.hset(ctx.store.keys.cluster(cluster.id), "token_sha256",
-                                       doctor.token_sha256(token))
+            await ctx.store.clusters.set_token_digest(cluster.id, doctor.token_sha256(token))
     what = "first server (embedded etcd)" if init else f"{ctx.job.role} joined to {url}"
     source = ctx.settings.k3s_install_source
     return f"K3s {cluster.version or cluster.channel or 'stable'} installed as {what} " \
@@ -294,14 +292,11 @@ async def step_wait_ready(ctx: Context) -> str:
                              f"server {server_id!r}; see 'journalctl -u k3s' (server) or "
                              "'journalctl -u k3s-agent' (agent) on the node")
         await asyncio.sleep(POLL)
-    key = ctx.store.keys.cluster(cluster.id)
     member = cluster.member(ctx.job.node_id)
     if member is None or member.state != model.JOINED:
         ip = (await ctx.target(ctx.job.node_id)).host
-        status = await node_status.node_status(ctx.store, ctx.job.node_id) or ""
-        await ctx.store.commit(
-            [lambda p: p.hset(key, f"state:{ctx.job.node_id}", model.JOINED)],
-            events.cluster_node_added(cluster.id, ctx.job.node_id, ip, status))
+        status = await ctx.store.nodes.status(ctx.job.node_id) or ""
+        await ctx.store.clusters.member_joined(cluster.id, ctx.job.node_id, ip, status)
     return f"{name} is Ready (seen by {server_id}) after {time.monotonic() - started:.1f}s"
 
 
@@ -310,9 +305,7 @@ async def step_install_agent(ctx: Context) -> str:
     settings = ctx.settings
     # The node's own Redis user (rotated on every install): the Pi never holds more than
     # its own keys.
-    credentials = await AgentAccess(
-        ctx.store.redis, ctx.store.keys, redis_url=settings.redis_target(),
-        agent_address=settings.agent_redis_address).issue(ctx.job.node_id)
+    credentials = await ctx.agents.issue(ctx.job.node_id)
     ctx.redact.add(credentials.redis_url)
     ctx.redact.add(urlsplit(credentials.redis_url).password or "")
     await agent_unit.install(session, node_id=ctx.job.node_id,
@@ -325,12 +318,12 @@ async def step_install_agent(ctx: Context) -> str:
 async def step_report(ctx: Context) -> str:
     await ctx.set_member(state=model.JOINED)
     cluster = await ctx.cluster()
-    await node_status.set_node_status(
-        ctx.store, ctx.job.node_id, node_status.READY,
-        f"K3s {ctx.job.role} of cluster {cluster.name}", expected=[node_status.PROVISIONING],
+    await ctx.store.nodes.transition(
+        ctx.job.node_id, node_status.READY, f"K3s {ctx.job.role} of cluster {cluster.name}",
+        expected=[node_status.PROVISIONING],
         fields={"cluster_id": cluster.id, "cluster_role": ctx.job.role})
     if all(m.state == model.JOINED for m in cluster.members) and cluster.status != "ready":
-        await ctx.store.redis.hset(ctx.store.keys.cluster(cluster.id), "status", "ready")
+        await ctx.store.clusters.mark_ready(cluster.id)
     return f"{ctx.job.node_id} is a K3s {ctx.job.role} of {cluster.name} with pi-agent running"
 
 
@@ -380,45 +373,18 @@ async def step_uninstall(ctx: Context) -> str:
 
 async def step_removed(ctx: Context) -> str:
     node_id = ctx.job.node_id
-    ckey, nkey = ctx.store.keys.cluster(ctx.job.cluster_id), ctx.store.keys.node(node_id)
     target = await ctx.target(node_id)
-    status = await node_status.node_status(ctx.store, node_id) or ""
-    fields = [f"{k}:{node_id}" for k in ("role", "state", "host", "job")]
-    host = await ctx.store.redis.hget(ckey, f"host:{node_id}")
-    if host:
-        fields.append(f"name:{host.decode()}")
-    # WATCH: members of a cluster being deleted leave concurrently, and exactly the last
-    # one to leave must delete the cluster record.
-    for _ in range(_REMOVE_ATTEMPTS):
-        async with ctx.store.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(ckey)
-                raw = await pipe.hgetall(ckey)
-                if not raw:
-                    raise StepFailed(f"cluster {ctx.job.cluster_id!r} no longer exists")
-                cluster = model.cluster_from_hash(raw)
-                remaining = [m for m in cluster.members if m.node_id != node_id]
-                deleted = not remaining and cluster.status == "deleting"
-                pipe.multi()
-                pipe.hdel(ckey, *fields)
-                if cluster.server_node == node_id:
-                    others = [m.node_id for m in remaining if m.role == "server"]
-                    pipe.hset(ckey, "server_node", others[0] if others else "")
-                if deleted:
-                    pipe.delete(ckey)
-                    pipe.srem(ctx.store.keys.clusters, cluster.id)
-                pipe.hdel(nkey, "cluster_id", "cluster_role")
-                ctx.store.stage_event(pipe, events.cluster_node_removed(
-                    cluster.id, node_id, target.host, status))
-                await pipe.execute()
-            except WatchError:
-                continue
-        gone = " (the cluster is deleted)" if deleted else ""
-        return f"{node_id} removed from {cluster.name}{gone}"
-    raise StepFailed("the cluster record kept changing; retry the job")
-
-
-_REMOVE_ATTEMPTS = 20
+    status = await ctx.store.nodes.status(node_id) or ""
+    try:
+        removal = await ctx.store.clusters.remove_member(ctx.job.cluster_id, node_id,
+                                                         target.host, status)
+    except ConflictError:
+        raise StepFailed("the cluster record kept changing; retry the job") from None
+    if removal is None:
+        raise StepFailed(f"cluster {ctx.job.cluster_id!r} no longer exists")
+    cluster, deleted = removal
+    gone = " (the cluster is deleted)" if deleted else ""
+    return f"{node_id} removed from {cluster.name}{gone}"
 
 
 PROVISION: dict[str, StepFn] = {
