@@ -18,6 +18,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import NoPermissionError
 
 from common import events
 from common.keys import EVENT_FIELD, Keys
@@ -113,7 +114,7 @@ async def harness(redis_url: str, tmp_path: Path, fleet: fakepi.Fleet
         k3s_install_url=f"http://{fleet.gateway}:{file_port}/install.sh",
         k3s_bundle_dir=str(fleet.bundle), ssh_connect_timeout=3.0, reboot_timeout=20.0,
         k3s_ready_timeout=10.0, agent_install_command=FAKE_AGENT,
-        agent_redis_url="redis://:agent-secret-pw@10.0.0.1:6379/0")
+        agent_redis_address="10.0.0.1:6379")
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
@@ -136,7 +137,7 @@ def installs(pi: fakepi.FakePi) -> list[str]:
 
 
 async def test_one_server_two_agents_in_parallel_then_remove_one(
-        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+        harness: Harness, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     caplog.set_level(logging.DEBUG, logger="controller")
     h = harness
@@ -172,6 +173,21 @@ async def test_one_server_two_agents_in_parallel_then_remove_one(
         assert "K3S_TOKEN_FILE=/etc/rancher/k3s/join-token" in call and "uid=0" in call
         assert "pi-agent" in agent.read("../systemctl.log")
         assert "PIC_NODE_ID=" in agent.read("etc/pi-agent/agent.env")
+    # Each Pi got Redis credentials of its own, at the address the Pis use.
+    agent_urls = {}
+    for node_id, pi in (("pi-server", server), ("pi-agent-1", agent1), ("pi-agent-2", agent2)):
+        env = dict(line.split("=", 1) for line in pi.read("etc/pi-agent/agent.env").split())
+        agent_urls[node_id] = env["PIC_REDIS_URL"]
+        assert env["PIC_REDIS_URL"].startswith(f"redis://pic%3Aagent%3A{node_id}:")
+        assert env["PIC_REDIS_URL"].endswith("@10.0.0.1:6379/0")
+    own = agent_urls["pi-agent-1"].replace("10.0.0.1:6379", redis_url.split("//")[1].split("/", maxsplit=1)[0])
+    confined = aioredis.Redis.from_url(own)
+    try:
+        await confined.set(h.keys.alive("pi-agent-1"), 1)
+        with pytest.raises(NoPermissionError):
+            await confined.hgetall(h.keys.tokens)
+    finally:
+        await confined.aclose()
         assert agent.read("etc/systemd/system/pi-agent.service").startswith("[Unit]")
 
     cluster = await h.call("GET", f"/api/v1/clusters/{cluster_id}", status=200)
@@ -215,7 +231,8 @@ async def test_one_server_two_agents_in_parallel_then_remove_one(
     shown += str(await h.redis.hgetall(h.keys.cluster(cluster_id)))
     shown += caplog.text
     short = token.split("::", 1)[1]
-    for secret in (token, short, "agent-secret-pw", key_body):
+    passwords = [url.split("@")[0].rsplit(":", 1)[1] for url in agent_urls.values()]
+    for secret in (token, short, *passwords, key_body):
         assert secret not in shown
 
 
