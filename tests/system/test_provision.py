@@ -180,7 +180,8 @@ async def test_one_server_two_agents_in_parallel_then_remove_one(
         agent_urls[node_id] = env["PIC_REDIS_URL"]
         assert env["PIC_REDIS_URL"].startswith(f"redis://pic%3Aagent%3A{node_id}:")
         assert env["PIC_REDIS_URL"].endswith("@10.0.0.1:6379/0")
-    own = agent_urls["pi-agent-1"].replace("10.0.0.1:6379", redis_url.split("//")[1].split("/", maxsplit=1)[0])
+    test_redis = redis_url.split("//")[1].split("/", maxsplit=1)[0]
+    own = agent_urls["pi-agent-1"].replace("10.0.0.1:6379", test_redis)
     confined = aioredis.Redis.from_url(own)
     try:
         await confined.set(h.keys.alive("pi-agent-1"), 1)
