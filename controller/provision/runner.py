@@ -16,6 +16,7 @@ from collections import defaultdict
 from typing import Final
 
 from common import events
+from common.redis_client import UNAVAILABLE
 from controller import node_status
 from controller.provision import model, steps
 from controller.provision.credentials import ControllerKey
@@ -23,7 +24,6 @@ from controller.provision.model import Job, Step
 from controller.provision.ssh import StepFailed
 from controller.settings import ControllerSettings
 from controller.store import Store
-from controller.store.jobs import UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio.client import Pipeline
 
-from common import events, redis_client
+from common import events
 from common.redis_client import Redis
 from controller.provision import model
 from controller.provision.model import Job
@@ -24,8 +24,6 @@ from controller.store import tx
 if TYPE_CHECKING:
     from controller.store.core import Store
 
-UNAVAILABLE: tuple[type[Exception], ...] = redis_client.UNAVAILABLE
-"""Errors that mean the store cannot be reached right now: retry later, never crash."""
 
 
 class Jobs:
