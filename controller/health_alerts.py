@@ -1,30 +1,27 @@
 """Health thresholds: a warning once when a node crosses one, a recovery message when it clears.
 
 Decided here, from the ``node.health.reported`` events the feed hands over, by one replica
-under a lease. Which alerts are active lives in Redis (``keys.health_alerts``) and changes
-in the same transaction as its ``system.log.created`` event, under WATCH: a replica taking
-over neither repeats a warning nor forgets to send the recovery.
+under a lease. Which alerts are active is kept by ``store.alerts`` and changes in the same
+transaction as its ``system.log.created`` event, under WATCH: a replica taking over neither
+repeats a warning nor forgets to send the recovery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import WatchError
-
 from common import events
+from common.errors import ConflictError
 from common.tasks import checkpoint
 from controller.store import Store
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "health"
-ATTEMPTS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +103,9 @@ class HealthAlerts:
             self._wakeup.set()
 
     async def run(self) -> None:
-        raw = await self._store.redis.hkeys(self._store.keys.health_alerts)
         self._active = {}
-        for field in raw:
-            node_id, _, condition = field.decode().rpartition("|")
-            self._active.setdefault(node_id, set()).add(condition)
+        for alert in await self._store.alerts.active():
+            self._active.setdefault(alert.node_id, set()).add(alert.condition)
         self._listeners.append(self._on_event)
         try:
             while True:
@@ -124,8 +119,7 @@ class HealthAlerts:
             self._listeners.remove(self._on_event)
 
     async def consider(self, node_id: str, metrics: dict[str, Any]) -> None:
-        store = self._store
-        if not await store.redis.sismember(store.keys.nodes, node_id):
+        if not await self._store.nodes.exists(node_id):
             if node_id not in self._unknown_logged:
                 self._unknown_logged.add(node_id)
                 logger.warning("health report from unknown node %r ignored", node_id)
@@ -150,34 +144,13 @@ class HealthAlerts:
 
         True when this call did, False when it was so already, None when contention won.
         """
-        store = self._store
-        key, field = store.keys.health_alerts, f"{node_id}|{verdict.condition}"
         level: events.Level = "warning" if verdict.alerting else "info"
-        for _ in range(ATTEMPTS):
-            async with store.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    if bool(await pipe.hexists(key, field)) == verdict.alerting:
-                        return False
-                    pipe.multi()
-                    if verdict.alerting:
-                        pipe.hset(key, field, f"{time.time():.3f}")
-                    else:
-                        pipe.hdel(key, field)
-                    store.stage_event(pipe, events.system_log_created(
-                        level, verdict.message, SOURCE, node_id=node_id))
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue
-        logger.warning("%s: alert for %s not recorded (contention); next report retries",
-                       node_id, verdict.condition)
-        return None
-
-    @staticmethod
-    async def forget(store: Store, node_id: str) -> None:
-        """Drop a deleted node's alerts (no recovery message: the node is gone)."""
-        fields = [f for f in await store.redis.hkeys(store.keys.health_alerts)
-                  if f.decode().rpartition("|")[0] == node_id]
-        if fields:
-            await store.redis.hdel(store.keys.health_alerts, *fields)
+        try:
+            return await self._store.alerts.change(
+                node_id, verdict.condition, raised=verdict.alerting,
+                event=events.system_log_created(level, verdict.message, SOURCE,
+                                                node_id=node_id))
+        except ConflictError:
+            logger.warning("%s: alert for %s not recorded (contention); next report retries",
+                           node_id, verdict.condition)
+            return None

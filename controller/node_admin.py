@@ -6,15 +6,11 @@ import re
 import time
 from typing import Any
 
-import msgspec
-
 from common import events
 from common.errors import NotFoundError, ValidationError
 from controller import node_status
-from controller.discovery import registry
-from controller.health_alerts import HealthAlerts
-from controller.node_status import set_node_status
 from controller.store import Node, Store
+from controller.store.nodes import hash_fields
 
 _LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?"
                          r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -48,57 +44,49 @@ def validate_update(body: Any) -> tuple[dict[str, str] | None, bool | None]:
 
 async def update(store: Store, node_id: str, labels: dict[str, str] | None,
                  maintenance: bool | None, actor: str, heartbeat_timeout: float) -> Node:
-    node = await store.node(node_id)
-    if node is None or not await store.redis.sismember(store.keys.nodes, node_id):
+    node = await store.nodes.get(node_id)
+    if node is None or not await store.nodes.exists(node_id):
         raise NotFoundError("node", node_id)
-    key = store.keys.node(node_id)
-    if labels is not None:
-        await store.redis.hset(key, "labels", msgspec.json.encode(labels))
+    if labels is not None and not await store.nodes.update(node_id, hash_fields(labels=labels)):
+        raise NotFoundError("node", node_id)
     if maintenance is True:
-        await set_node_status(store, node_id, node_status.MAINTENANCE,
-                              f"maintenance set by {actor}",
-                              fields={"maintenance": "1",
-                                      "status_before_maintenance": node.status})
-        await store.redis.hset(key, "maintenance", "1")
+        moved = await store.nodes.transition(
+            node_id, node_status.MAINTENANCE, f"maintenance set by {actor}",
+            fields=hash_fields(maintenance=True, status_before_maintenance=node.status))
+        if not moved:  # in maintenance already: the flag is set all the same
+            await store.nodes.update(node_id, hash_fields(maintenance=True))
     elif maintenance is False and node.maintenance:
-        await store.redis.hset(key, "maintenance", "0")
-        await set_node_status(store, node_id,
-                              await _after_maintenance(store, node_id, heartbeat_timeout),
-                              f"maintenance ended by {actor}",
-                              expected=(node_status.MAINTENANCE,))
-    updated = await store.node(node_id)
-    assert updated is not None
+        await store.nodes.update(node_id, hash_fields(maintenance=False))
+        await store.nodes.transition(
+            node_id, await _after_maintenance(store, node_id, heartbeat_timeout),
+            f"maintenance ended by {actor}", expected=(node_status.MAINTENANCE,))
+    updated = await store.nodes.get(node_id)
+    if updated is None:
+        raise NotFoundError("node", node_id)
     return updated
 
 
 async def _after_maintenance(store: Store, node_id: str, timeout: float) -> str:
-    score = await store.redis.zscore(store.keys.heartbeats, node_id)
-    if score is not None and score >= time.time() - timeout:
+    [beat] = await store.nodes.last_beats([node_id])
+    if beat is not None and beat >= time.time() - timeout:
         return node_status.READY
-    before = await store.redis.hget(store.keys.node(node_id), "status_before_maintenance")
-    restored = before.decode() if before else ""
+    restored = await store.nodes.field(node_id, "status_before_maintenance") or ""
     if restored in _RESTORABLE:
         return restored
     return node_status.OFFLINE
 
 
 async def forget(store: Store, node_id: str, actor: str) -> None:
-    """Delete a node with its heartbeats, metrics and aliases; emits node.removed."""
-    if not await store.redis.sismember(store.keys.nodes, node_id):
+    """Delete a node with its heartbeats, liveness, metrics, aliases and alerts; emits
+    node.removed. The agent's credentials are the caller's to revoke."""
+    if not await store.nodes.forget(
+            node_id, events.node_removed(node_id, f"forgotten by {actor}", actor=actor)):
         raise NotFoundError("node", node_id)
-    keys = store.keys
-    await store.commit((
-        lambda p: p.delete(keys.node(node_id)),
-        lambda p: p.srem(keys.nodes, node_id),
-        lambda p: p.zrem(keys.heartbeats, node_id),
-        lambda p: p.delete(keys.node_metrics(node_id)),
-    ), events.node_removed(node_id, f"forgotten by {actor}", actor=actor))
-    await registry.forget(store, node_id)
-    await HealthAlerts.forget(store, node_id)
+    await store.discovery.forget(node_id)
+    await store.alerts.forget(node_id)
 
 
 async def metrics(store: Store, node_id: str, limit: int) -> list[Any]:
-    if not await store.redis.sismember(store.keys.nodes, node_id):
+    if not await store.nodes.exists(node_id):
         raise NotFoundError("node", node_id)
-    raw = await store.redis.lrange(store.keys.node_metrics(node_id), 0, limit - 1)
-    return [msgspec.json.decode(r) for r in raw]
+    return await store.nodes.metrics(node_id, limit)

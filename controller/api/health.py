@@ -22,7 +22,7 @@ async def healthz(request: web.Request) -> web.Response:
 @requires(None)
 async def readyz(request: web.Request) -> web.Response:
     try:
-        await request.app[appkeys.REDIS].ping()
+        await request.app[appkeys.STORE].events.last_id()
     except UNAVAILABLE:
         return json_response({"status": "unavailable", "reason": "Redis not reachable"}, 503)
     feed = request.app[appkeys.FEED]

@@ -8,7 +8,7 @@ from common.errors import NotFoundError, ValidationError
 from controller import appkeys, node_admin
 from controller.api.errors import json_response, read_json
 from controller.auth import principal_of, requires
-from controller.discovery import registry, service
+from controller.discovery import service
 
 routes = web.RouteTableDef()
 
@@ -32,7 +32,7 @@ async def register_node(request: web.Request) -> web.Response:
     address, name = service.validate(body.get("address"), body.get("name"))
     store, settings = request.app[appkeys.STORE], request.app[appkeys.SETTINGS]
     result = await service.register(store, address, name, settings.ssh_probe_timeout)
-    node = await store.node(result.node_id)
+    node = await store.nodes.get(result.node_id)
     body = {"node": node, "created": result.created,
             "ssh": {"reachable": result.reachable, "banner": result.banner,
                     "error": result.error}}
@@ -43,7 +43,7 @@ async def register_node(request: web.Request) -> web.Response:
 @routes.get("/api/v1/nodes/{node_id}")
 async def get_node(request: web.Request) -> web.Response:
     node_id = request.match_info["node_id"]
-    node = await request.app[appkeys.STORE].node(node_id)
+    node = await request.app[appkeys.STORE].nodes.get(node_id)
     if node is None:
         raise NotFoundError("node", node_id)
     return json_response(node)
@@ -103,4 +103,4 @@ async def node_metrics(request: web.Request) -> web.Response:
 @routes.get("/api/v1/discovery")
 async def discovery_view(request: web.Request) -> web.Response:
     """Hosts discovery saw (Pi or not, and why) and the bad records it met."""
-    return json_response(await registry.view(request.app[appkeys.STORE]))
+    return json_response(await request.app[appkeys.STORE].discovery.view())

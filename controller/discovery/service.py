@@ -114,7 +114,7 @@ async def register(store: Store, address: str, name: str, timeout: float) -> Reg
     """Register a machine by address; an address that does not answer is kept, with the error.
     """
     if name:
-        existing = await store.node(name)
+        existing = await store.nodes.get(name)
         if existing is not None and existing.ip_address != address:
             raise ConflictError("name", f"a node named {name!r} exists already at "
                                 f"{existing.ip_address or 'an unknown address'}")
@@ -125,6 +125,6 @@ async def register(store: Store, address: str, name: str, timeout: float) -> Reg
     if not probe.reachable:
         await registry.problem(store, "manual", address, probe.error)
     if not recorded.created:
-        await store.redis.hset(store.keys.node(recorded.node_id), "error", probe.error)
+        await store.nodes.update(recorded.node_id, {"error": probe.error})
     return Registration(recorded.node_id, recorded.created, probe.reachable, probe.banner,
                         probe.error)

@@ -9,12 +9,11 @@ import pytest
 from common import events
 from common.keys import EVENT_FIELD, Keys
 from common.redis_client import connect
-from controller.node_status import set_node_status
 from controller.store import Store
 
 
 async def status_events(store: Store, node_id: str) -> list[events.Event]:
-    entries = await store.redis.xrange(store.keys.events)
+    entries = await store.events.page(count=10_000)
     decoded = [events.decode(f[EVENT_FIELD], i.decode()) for i, f in entries]
     return [e for e in decoded if e.type == events.NODE_STATUS_CHANGED and e.node_id == node_id]
 
@@ -25,7 +24,7 @@ async def test_racing_writers_emit_one_transition(redis_url: str) -> None:
     await redis.hset(store.keys.node("pi-1"), mapping={"status": "ready"})
     await redis.sadd(store.keys.nodes, "pi-1")
     results = await asyncio.gather(*(
-        set_node_status(store, "pi-1", "offline", "missed heartbeats", expected={"ready"})
+        store.nodes.transition("pi-1", "offline", "missed heartbeats", expected={"ready"})
         for _ in range(10)))
     assert results.count(True) == 1
     found = await status_events(store, "pi-1")
@@ -33,8 +32,8 @@ async def test_racing_writers_emit_one_transition(redis_url: str) -> None:
         ("ready", "offline")]
     assert found[0].data["reason"] == "missed heartbeats"
     # Not in the expected state: nothing happens.
-    assert not await set_node_status(store, "pi-1", "ready", "beats", expected={"maintenance"})
-    assert await set_node_status(store, "pi-1", "ready", "heartbeats resumed")
+    assert not await store.nodes.transition("pi-1", "ready", "beats", expected={"maintenance"})
+    assert await store.nodes.transition("pi-1", "ready", "heartbeats resumed")
     assert len(await status_events(store, "pi-1")) == 2
     await redis.aclose()
 
@@ -42,10 +41,10 @@ async def test_racing_writers_emit_one_transition(redis_url: str) -> None:
 async def test_unknown_node_and_status_are_refused(redis_url: str) -> None:
     redis = connect(redis_url)
     store = Store(redis, Keys(), stream_maxlen=1000)
-    assert not await set_node_status(store, "ghost", "ready", "x")
+    assert not await store.nodes.transition("ghost", "ready", "x")
     assert await redis.exists(store.keys.node("ghost")) == 0
     with pytest.raises(ValueError, match="unknown node status"):
-        await set_node_status(store, "ghost", "sleeping", "x")
+        await store.nodes.transition("ghost", "sleeping", "x")
     await redis.aclose()
 
 
