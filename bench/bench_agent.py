@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._procs import Proc, RedisServer, cpu_seconds, rss_bytes
+from bench._procs import Proc, RedisServer, cpu_seconds, free_port, rss_bytes
 from common import redis_client
 from common.keys import Keys
 from controller.gpio_service import GpioService
@@ -38,7 +39,7 @@ async def declare_pins(url: str, node_id: str) -> None:
     store = Store(redis, Keys(), stream_maxlen=10_000)
     try:
         async with asyncio.timeout(20):
-            while node_id not in await store.node_ids():
+            while node_id not in await store.nodes.ids():
                 await asyncio.sleep(0.05)
         service = GpioService(store)
         for name, spec in (("relay", {"pin": 17, "mode": "output", "state": "high"}),
@@ -75,9 +76,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pic-bench-agent-") as tmp:
         work = Path(tmp)
         redis = RedisServer("redis", work / "redis", core=None).start()
-        agent = Proc("agent", [sys.executable, "-m", "agent", "--redis-url", redis.url,
-                               "--node-id", "bench-pi", "--gpio", "sim"],
-                     work / "agent.log", core=None).start()
+        # The agent runs as in the field: its own Redis user, a controller ingesting.
+        subprocess.run([sys.executable, "-m", "controller", "agent-credentials", "--redis-url",
+                        redis.url, "bench-pi", "--out-dir", str(work / "creds")], check=True,
+                       capture_output=True, timeout=60)
+        controller = Proc("controller", [sys.executable, "-m", "controller", "serve",
+                                         "--redis-url", redis.url, "--port",
+                                         str(free_port())], work / "controller.log",
+                          core=None).start()
+        agent = Proc("agent", [sys.executable, "-m", "agent", "--redis-url-file",
+                               str(work / "creds" / "bench-pi.url"), "--node-id", "bench-pi",
+                               "--gpio", "sim"], work / "agent.log", core=None).start()
         baseline = Proc("bare python", [sys.executable, "-c",
                                         "import time\nwhile True: time.sleep(5)"],
                         work / "bare.log", core=None).start()
@@ -87,7 +96,7 @@ def main() -> None:
             results = {"agent": sample(agent.pid, args.seconds),
                        "bare_python": sample(baseline.pid, min(args.seconds, 10.0))}
         finally:
-            for proc in (agent, baseline, redis):
+            for proc in (agent, baseline, controller, redis):
                 proc.stop()
     agent_r, bare = results["agent"], results["bare_python"]
     print(json.dumps(results, indent=2))

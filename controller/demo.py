@@ -64,9 +64,9 @@ async def seed_pins(settings: ControllerSettings, node_ids: list[str]) -> None:
     service = GpioService(store)
     try:
         async with asyncio.timeout(30):
-            while len(set(await store.node_ids()) & set(node_ids)) < len(node_ids):
+            while len(set(await store.nodes.ids()) & set(node_ids)) < len(node_ids):
                 await asyncio.sleep(0.1)
-        existing = set(await store.gpio_names())
+        existing = set(await store.gpio.names())
         for index, node_id in enumerate(node_ids, start=1):
             for kind, spec in DEMO_PINS:
                 name = f"{kind}-{index}"

@@ -360,7 +360,7 @@ class Connection(asyncio.Protocol):
 
     async def send_snapshot(self) -> str:
         assert self.client is not None
-        snap = await self.store.snapshot()
+        snap = await self.store.events.snapshot()
         sub = self.client.subscription
         in_scope = snapshot_scope(sub)
         count = 0

@@ -14,7 +14,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/v1/gpio")
 async def list_pins(request: web.Request) -> web.Response:
-    pins = await request.app[appkeys.STORE].gpio_pins()
+    pins = await request.app[appkeys.STORE].gpio.all()
     node = request.query.get("node")
     if node:
         pins = [p for p in pins if p.spec.node_name == node]
@@ -25,7 +25,7 @@ async def list_pins(request: web.Request) -> web.Response:
 @routes.get("/api/v1/gpio/{name}")
 async def get_pin(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    pin = await request.app[appkeys.STORE].gpio_pin(name)
+    pin = await request.app[appkeys.STORE].gpio.get(name)
     if pin is None:
         raise NotFoundError("GPIOPin", name)
     return json_response(pin)

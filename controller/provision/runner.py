@@ -50,9 +50,9 @@ class Provisioner:
         self.jobs = store.jobs
         self.key = key
         self.agents = agents
-        self._slot = asyncio.Semaphore(max(1, settings.provision_parallel))
+        self.slot = asyncio.Semaphore(max(1, settings.provision_parallel))
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._join_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.join_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @property
     def running(self) -> set[str]:
@@ -138,14 +138,14 @@ class Provisioner:
             if job is None or job.status in model.FINISHED:
                 return
             run = JobRun(self, job)
-            await self._slot.acquire()
+            await self.slot.acquire()
             run.ctx.holds_slot = True
             try:
                 await run.execute()
             finally:
                 # Not held if cancelled while waiting to take it back (see Context.waiting).
                 if run.ctx.holds_slot:
-                    self._slot.release()
+                    self.slot.release()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -160,8 +160,8 @@ class JobRun:
         self.job = job
         self.ctx = steps.Context(
             job=job, settings=provisioner.settings, store=provisioner.store,
-            key=provisioner.key, agents=provisioner.agents, slot=provisioner._slot,
-            join_lock=provisioner._join_locks[job.cluster_id])
+            key=provisioner.key, agents=provisioner.agents, slot=provisioner.slot,
+            join_lock=provisioner.join_locks[job.cluster_id])
 
     async def execute(self) -> None:
         job = self.job

@@ -13,14 +13,12 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio.client import Pipeline
 
-from common import events, gpio
+from common import events
 from common.keys import EVENT_FIELD, Keys
 from common.redis_client import Redis
 
 if TYPE_CHECKING:
-    from controller.store.eventlog import Snapshot
     from controller.store.leases import Lease
-    from controller.store.nodes import Node
 
 Staged = Callable[[Pipeline], None]
 """A state write to stage inside the transaction (e.g. ``lambda p: p.hset(...)``)."""
@@ -84,44 +82,3 @@ class Store:
             return
         pipe.eval(_APPEND_EVENTS, 1, self.keys.events, self.stream_maxlen,
                   *map(events.encode, batch))
-
-    # --- transitional: the API services used before the repositories; removed once every
-    # --- caller speaks to a repository.
-
-    @property
-    def redis(self) -> Redis:
-        return self._client
-
-    async def commit(self, writes: Sequence[Staged], event: events.Event | None) -> str | None:
-        """Apply state writes and append their event atomically; returns the event's id."""
-        async with self._client.pipeline(transaction=True) as pipe:
-            for write in writes:
-                write(pipe)
-            if event is not None:
-                self.stage_event(pipe, event)
-            result = await pipe.execute()
-        if event is None:
-            return None
-        entry_id = result[-1]
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-    async def emit(self, event: events.Event) -> str | None:
-        return await self.events.append(event)
-
-    async def node_ids(self) -> list[str]:
-        return await self.nodes.ids()
-
-    async def node(self, node_id: str) -> Node | None:
-        return await self.nodes.get(node_id)
-
-    async def gpio_names(self) -> list[str]:
-        return await self.gpio.names()
-
-    async def gpio_pins(self, names: Sequence[str] | None = None) -> list[gpio.GpioPin]:
-        return await self.gpio.all(names)
-
-    async def gpio_pin(self, name: str) -> gpio.GpioPin | None:
-        return await self.gpio.get(name)
-
-    async def snapshot(self) -> Snapshot:
-        return await self.events.snapshot()

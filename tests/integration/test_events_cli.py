@@ -28,7 +28,7 @@ def test_an_unreachable_controller_is_a_one_line_error() -> None:
 async def test_history_and_a_wrong_token(controller: RunningController) -> None:
     store = controller.app[appkeys.STORE]  # type: ignore[index]
     for n in range(3):
-        await store.emit(events.system_log_created("info", f"line {n}"))
+        await store.events.append(events.system_log_created("info", f"line {n}"))
     ok = await _run(controller.url, ADMIN_TOKEN)
     assert ok.returncode == 0, ok.stderr
     printed = [json.loads(line) for line in ok.stdout.splitlines()]

@@ -138,14 +138,13 @@ async def test_snapshot_then_live_is_one_consistent_cut(
     store = controller.app[appkeys.STORE]  # type: ignore[index]
     statuses = ["ready", "offline"]
 
+    for n in range(5):  # each node starts where its first flap is not
+        await rds.sadd(KEYS.nodes, f"pi-{n}")
+        await rds.hset(KEYS.node(f"pi-{n}"), "status", statuses[(n + 1) % 2])
+
     async def flap(count: int) -> None:
         for n in range(count):
-            node = f"pi-{n % 5}"
-            status = statuses[n % 2]
-            await store.commit([
-                lambda p, node=node, status=status: p.hset(KEYS.node(node), "status", status),
-                lambda p, node=node: p.sadd(KEYS.nodes, node),
-            ], events.node_status_changed(node, status))
+            assert await store.nodes.transition(f"pi-{n % 5}", statuses[n % 2], "flap")
             await asyncio.sleep(0.001)
 
     await flap(10)

@@ -436,17 +436,25 @@ async def test_indicator_and_catch_up_after_controller_restart(env: Env, browser
     await expect(conn).to_contain_text("Offline")
     await browsers.shoot("disconnected", "", "#conn[data-state=down]")
 
-    # While the controller is away the agent still writes to Redis: it says it goes offline.
+    # While the controller is away the agent reports that it stops: the report waits in the
+    # node's own stream, and nothing is announced until a controller applies it.
     env.agents["pi-ui-2"].signal(signal.SIGTERM)
     assert env.agents["pi-ui-2"].wait(15) == 0
-    missed = await last_event(env.redis_url, "pi-ui-2", "node.status.changed")
-    assert missed is not None and missed.data["status"] == "offline"
+    client = aioredis.Redis.from_url(env.redis_url)
+    try:
+        assert await client.xlen(Keys().ingress("pi-ui-2")) >= 1
+    finally:
+        await client.aclose()
+    before = await last_event(env.redis_url, "pi-ui-2", "node.status.changed")
+    assert before is not None and before.data["status"] == "ready"
     await expect(row).to_have_attribute("data-status", "ready")
 
     env.start_controller()
     await processes.wait_ready(env.url, env.controller)
     await expect(conn).to_have_attribute("data-state", "live", timeout=20_000)
     await expect(row).to_have_attribute("data-status", "offline")
+    missed = await last_event(env.redis_url, "pi-ui-2", "node.status.changed")
+    assert missed is not None and missed.data["status"] == "offline"
     await goto(page, "#/events")
     await expect(page.locator(f"#event-log li.ev[data-id='{missed.id}']")).to_be_visible()
     # Caught up by replaying from the last event id, not by a fresh snapshot.
