@@ -60,3 +60,14 @@ def test_the_agent_column_is_what_the_acl_allows() -> None:
     for key, commands in allowed.items():
         spelled = {c.lower() for c in re.findall(r"`([A-Z]+(?: [A-Z]+)?)`", table[key])}
         assert spelled == {c.replace("|", " ") for c in commands}, key
+
+
+def test_every_owner_is_a_store_module_that_exists() -> None:
+    section = DOC.split("## Keys", 1)[1].split("\n## ", 1)[0]
+    for row in (line for line in section.splitlines() if line.startswith("| `")):
+        owner = [c.strip() for c in row.strip("|").split("|")][3]
+        modules = re.findall(r"`(controller/[\w/]+\.py)`", owner)
+        assert modules or "agent" in owner, row
+        for module in modules:
+            assert module.startswith("controller/store/"), row
+            assert (ROOT / module).is_file(), module
