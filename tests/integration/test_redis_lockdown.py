@@ -7,6 +7,7 @@ for the commented TLS block, the certificate files, which the test makes).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import os
@@ -27,6 +28,7 @@ import yaml
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from common import redis_client
 from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -469,6 +471,14 @@ def listening_ports(pid: int) -> set[int]:
     return ports
 
 
+async def _product_client_get(url: str, ca_file: str) -> bytes | None:
+    client = redis_client.connect(url, ca_file=ca_file, retries=0)
+    try:
+        return await client.get("pic:tls")  # type: ignore[no-any-return]
+    finally:
+        await client.aclose()
+
+
 def test_the_commented_tls_block_serves_rediss_with_a_ca_file(tmp_path: Path) -> None:
     text = shipped_config().read_text()
     enabled = {line.split()[0]: line.split()[1] for line in TLS_LINE.findall(text)}
@@ -492,6 +502,11 @@ def test_the_commented_tls_block_serves_rediss_with_a_ca_file(tmp_path: Path) ->
             assert client.get("pic:tls") == b"v"
         finally:
             client.close()
+        # The product's own client (controller and agents): PIC_REDIS_CA_FILE is what makes
+        # the server's certificate trusted.
+        assert asyncio.run(_product_client_get(url, str(ca_file))) == b"v"
+        with pytest.raises(redis.exceptions.ConnectionError, match="certificate"):
+            asyncio.run(_product_client_get(url, ""))
         # "port 0": plain TCP is off, the TLS port is the only one Redis listens on.
         if Path("/proc/net/tcp").exists():
             assert listening_ports(process.pid) == {tls_port}, log.read_text()[-2000:]

@@ -406,3 +406,21 @@ async def test_commands_carry_only_what_the_node_needs(
 
 def test_free_port_helper_is_loopback() -> None:
     assert 0 < free_port() < 65536
+
+
+async def test_deleting_a_node_removes_its_agent_user(
+        controller: RunningController, redis_url: str, http: aiohttp.ClientSession,
+        tenants: dict[str, Tenant]) -> None:
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await wait_until(lambda: node_status(admin, "pi-b"), 10, what="pi-b registered")
+        async with http.delete(f"{controller.url}/api/v1/nodes/pi-b") as response:
+            assert response.status == 204
+        with pytest.raises(AuthenticationError):
+            await aioredis.Redis.from_url(tenants["pi-b"].url).ping()
+        assert b"pic:agent:pi-b" not in await admin.execute_command("ACL", "USERS")
+        assert await admin.hget(KEYS.agents, "pi-b") is None
+        # The other node's agent is untouched.
+        assert await tenants["pi-a"].redis.ping()
+    finally:
+        await admin.aclose()
