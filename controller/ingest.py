@@ -48,7 +48,7 @@ from controller.store.ingress import DeadLetter, Entry, NodeView, PinView, Plan,
 
 logger = logging.getLogger(__name__)
 
-SWEEP_SECONDS: Final = 2.0
+SWEEP_SECONDS: Final = 5.0
 """When no agent rings for this long, every enrolled stream is read anyway and the set of
 enrolled nodes is checked: what a lost ring left behind waits at most this long."""
 WARN_EVERY: Final = 10.0
@@ -137,6 +137,8 @@ class Ingest:
     async def _refresh(self, *, force: bool = False) -> None:
         version = await self._access.version()
         if not force and version == self._version:
+            # Redis may have restarted (ACL users live in memory only): put them back.
+            await self._access.repair(sorted(self._streams.values()))
             return
         self._version = version
         enrolled = await self._access.enrolled()

@@ -30,6 +30,7 @@ async def led(controller: RunningController, redis_url: str,
             reports.Started(facts=reports.NodeFacts(
                 node_id="pi-g", hostname="pi-g", ip_address="127.0.0.1", model="m",
                 arch="aarch64", os="o", kernel="k")))})
+        await agent.publish(KEYS.ring("pi-g"), b"")
         await wait_until(lambda: admin.sismember(KEYS.nodes, "pi-g"), 10, what="pi-g")
         async with http.post(f"{controller.url}/api/v1/gpio", json={
                 "apiVersion": "hardware.pi-controller.io/v1", "kind": "GPIOPin",

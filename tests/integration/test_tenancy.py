@@ -3,6 +3,7 @@ and the controller checks every report before anything of it reaches state or /w
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,8 +47,12 @@ class Tenant:
         self.redis = aioredis.Redis.from_url(url)
 
     async def report(self, report: reports.AnyReport | bytes) -> str:
+        """Append a report and ring, in one transaction, as the agent's outbox does."""
         raw = report if isinstance(report, bytes) else reports.encode(report)
-        entry = await self.redis.xadd(KEYS.ingress(self.node_id), {reports.REPORT_FIELD: raw})
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(KEYS.ingress(self.node_id), {reports.REPORT_FIELD: raw})
+            pipe.publish(KEYS.ring(self.node_id), b"")
+            entry, _ = await pipe.execute()
         return str(entry.decode())
 
     async def close(self) -> None:
@@ -422,5 +427,23 @@ async def test_deleting_a_node_removes_its_agent_user(
         assert await admin.hget(KEYS.agents, "pi-b") is None
         # The other node's agent is untouched.
         assert await tenants["pi-a"].redis.ping()
+    finally:
+        await admin.aclose()
+
+
+async def test_a_report_whose_ring_was_lost_is_read_by_the_next_sweep(
+        controller: RunningController, redis_url: str, tenants: dict[str, Tenant]) -> None:
+    from controller.ingest import SWEEP_SECONDS
+
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await wait_until(lambda: node_status(admin, "pi-a"), 10, what="pi-a registered")
+        # Appended without ringing, as when the controller was reconnecting at that moment.
+        await tenants["pi-a"].redis.xadd(KEYS.ingress("pi-a"), {
+            reports.REPORT_FIELD: reports.encode(reports.Stopping(reason="quiet"))})
+        started = time.monotonic()
+        await wait_until(lambda: _status_is(admin, "pi-a", "offline"), SWEEP_SECONDS + 5,
+                         what="the sweep to read it")
+        assert time.monotonic() - started <= SWEEP_SECONDS + 1.5
     finally:
         await admin.aclose()
