@@ -200,8 +200,12 @@ async def run(agents: int, interval: float, missed: int, window: float) -> dict[
             with contextlib.suppress(asyncio.CancelledError):
                 await victim_task
             stopped = time.time()
-            last = await client.zscore(keys.heartbeats, victim)
             position = (await client.xrevrange(keys.events, count=1))[0][0]
+            # Read its last heartbeat once the liveness tick that follows the stop has run:
+            # by then a beat sent just before the stop is recorded (liveness records beats
+            # at its ticks, every interval / 4 but at most 2 s).
+            await asyncio.sleep(min(interval / 4, 2.0) + 0.5)
+            last = await client.zscore(keys.heartbeats, victim)
             found: float | None = None
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(missed * interval * 4 + 10):

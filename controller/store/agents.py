@@ -1,7 +1,8 @@
 """Each agent's own Redis identity: an ACL user that reaches its node's keys and nothing else.
 
-An agent's user may append to its ingress stream, read and acknowledge its command stream
-through its consumer group, rewrite its ``alive`` key and read its ``desired`` hash. Every
+An agent's user may append to its ingress stream and ring its own channel, read and
+acknowledge its command stream through its consumer group, rewrite its ``alive`` key and
+read its ``desired`` hash. Every
 other key (tokens, sessions, host keys, clusters, jobs, ``pic:events``, other nodes) answers
 NOPERM. Redis keeps ACL users in memory only, so the controller keeps each user's record
 (name and the SHA-256 of its password, never the password) and re-applies them all whenever

@@ -11,11 +11,12 @@ import redis.asyncio as aioredis
 
 from agent import sysinfo
 from agent.outbox import Link, Outbox
-from common import redis_client, reports
+from common import events, redis_client, reports
 from common.keys import AGENT_GROUP, Keys
 from tests.conftest import RunningController
 from tests.support import processes
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.streams import stream_events
 from tests.support.waiting import wait_until
 
 KEYS = Keys()
@@ -58,6 +59,10 @@ async def test_registration_from_a_real_agent_process(
         assert node[b"status"] == b"ready"
         assert node[b"gpio_backend"] == b"sim"
         assert node[b"source"] == b"agent"
+        discovered = [e for e in await stream_events(redis_url)
+                      if e.type == events.NODE_DISCOVERED and e.node_id == "pi-node-1"]
+        assert [(e.data["source"], e.data["ip_address"]) for e in discovered] == [
+            ("agent", "127.0.0.1")]
         before = await client.zscore(KEYS.heartbeats, "pi-node-1")
         assert before is not None
 
