@@ -22,8 +22,9 @@ INGEST_GROUP = "controller"
 """Consumer group through which the controller reads every agent's ingress stream."""
 
 INGEST_CONSUMER = "ingest"
-"""The one consumer name the ingest duty reads as, whichever replica holds its lease: a new
-holder first re-reads what the previous one read but did not acknowledge."""
+"""Prefix of the consumer names the ingest shards read as (``ingest-0``...): a shard's name
+is the same whichever replica holds its lease, so a new holder first re-reads what the
+previous one read but did not acknowledge."""
 
 INGRESS_MAXLEN = 100_000
 """Reports an ingress stream keeps while the controller is away or behind (a day of a busy
@@ -148,6 +149,12 @@ class Keys:
 
     def lease(self, duty: str) -> str:
         return f"{self.prefix}lease:{duty}"
+
+    @property
+    def replicas(self) -> str:
+        """Sorted set: controller replica id -> when its presence lapses (seconds), so
+        replicas share sharded duties evenly."""
+        return f"{self.prefix}replicas"
 
     @property
     def discovered(self) -> str:

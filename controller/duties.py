@@ -18,11 +18,11 @@ from controller.store import leases
 logger = logging.getLogger(__name__)
 
 
-def _under_lease(held: leases.Lease, name: str, run: Callable[[], Awaitable[None]]
-                 ) -> Callable[[], Awaitable[None]]:
+def _under_lease(held: leases.Lease, name: str, run: Callable[[], Awaitable[None]],
+                 share: leases.FairShare | None = None) -> Callable[[], Awaitable[None]]:
     # Inside the lease: a failing duty restarts with backoff while this replica keeps the
     # lease, instead of bouncing the lease between replicas.
-    return lambda: held.run_while_held(name, lambda: guarded(name, run))
+    return lambda: held.run_while_held(name, lambda: guarded(name, run), share)
 
 
 async def duties_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -32,9 +32,6 @@ async def duties_ctx(app: web.Application) -> AsyncIterator[None]:
         ("liveness", lambda: Liveness(
             store, heartbeat_interval=settings.heartbeat_interval,
             missed_heartbeats=settings.missed_heartbeats).run()),
-        ("ingest", lambda: Ingest(
-            store, app[appkeys.AGENTS], max_rate=settings.agent_max_rate,
-            batch=settings.ingest_batch).run()),
         ("health-alerts", lambda: HealthAlerts(
             store, app[appkeys.FEED].listeners, Thresholds(
                 temp_warning=settings.health_temp_warning,
@@ -47,5 +44,21 @@ async def duties_ctx(app: web.Application) -> AsyncIterator[None]:
     for name, run in duties:
         held = store.lease(name, instance, settings.lease_ttl)
         tasks.start(f"{name} lease", _under_lease(held, name, run))
+    # The ingest is sharded: each replica takes an even share of the shards' leases.
+    shards = max(settings.ingest_shards, 1)
+    share = leases.FairShare(shards)
+    tasks.start("presence", lambda: store.presence(instance, settings.lease_ttl).keep(share))
+    for shard in range(shards):
+        name = f"ingest-{shard}"
+        held = store.lease(name, instance, settings.lease_ttl)
+        tasks.start(f"{name} lease", _under_lease(held, name, _ingest(app, shard, shards),
+                                                  share))
     yield
     await tasks.close()
+
+
+def _ingest(app: web.Application, shard: int, shards: int) -> Callable[[], Awaitable[None]]:
+    settings = app[appkeys.SETTINGS]
+    return lambda: Ingest(app[appkeys.STORE], app[appkeys.AGENTS],
+                          max_rate=settings.agent_max_rate, batch=settings.ingest_batch,
+                          shard=shard, shards=shards).run()

@@ -18,9 +18,11 @@ A rejected report goes to the dead-letter stream with its reason and is counted;
 rejection of a burst raises one ``system.log.created`` warning naming the node; nothing of it
 reaches state or ``/ws``.
 
-It runs under a lease on one replica at a time: the reports of one node must be applied in
-the order they were sent (input edges alternate), which a consumer group shared by several
-replicas would not keep. The lease hands the work over within one TTL when its holder dies.
+The nodes are split into ``ingest_shards`` shards (by a hash of the node id), each read under
+a lease of its own by one replica at a time, and replicas take an even share of the shards:
+several replicas share the work, and a node's reports are applied in the order they were sent
+(input edges alternate), which a consumer group read by all replicas at once would not keep.
+A shard's lease moves to another replica within one TTL when its holder dies.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import ipaddress
 import logging
 import re
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -38,6 +41,7 @@ import msgspec
 
 from common import events, reports
 from common.errors import ConflictError, DecodeError
+from common.keys import INGEST_CONSUMER
 from common.redis_client import UNAVAILABLE
 from common.tasks import checkpoint
 from controller import node_status
@@ -81,10 +85,22 @@ class RateLimit:
         return allowed
 
 
+def shard_of(node_id: str, shards: int) -> int:
+    """The ingest shard that reads a node's reports: always the same one, so they stay in
+    order."""
+    return zlib.crc32(node_id.encode()) % shards
+
+
 class Ingest:
+    """One shard of the ingest: the nodes with ``shard_of(node) == shard``."""
+
     def __init__(self, store: Store, access: AgentAccess, *, max_rate: float, batch: int,
+                 shard: int = 0, shards: int = 1,
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._shard = shard
+        self._shards = shards
+        self._consumer = f"{INGEST_CONSUMER}-{shard}"
         self._keys = store.keys
         self._access = access
         self._rates = RateLimit(max_rate)
@@ -105,10 +121,12 @@ class Ingest:
         delay = 0.1
         while True:
             try:
-                restored = await self._access.apply_all()
-                if await self._store.gpio.rebuild_desired():
+                await self._refresh(force=True)
+                restored = await self._access.apply_all(set(self._streams.values()))
+                if self._shard == 0 and await self._store.gpio.rebuild_desired():
                     logger.info("ingest: filled in nodes' declared GPIO state")
-                logger.info("ingest: reading the reports of %d enrolled node(s)", restored)
+                logger.info("ingest shard %d of %d: reading the reports of %d node(s)",
+                            self._shard, self._shards, restored)
                 await self._listen()
             except UNAVAILABLE as err:
                 logger.debug("ingest: Redis unavailable (%s)", type(err).__name__)
@@ -129,6 +147,7 @@ class Ingest:
                     await self._refresh()
                     await self._read(list(self._streams), ">")
                     continue
+                nodes = {n for n in nodes if shard_of(n, self._shards) == self._shard}
                 if not nodes <= set(self._streams.values()):
                     await self._refresh(force=True)
                 await self._read([self._keys.ingress(n) for n in sorted(nodes)
@@ -141,7 +160,8 @@ class Ingest:
             await self._access.repair(sorted(self._streams.values()))
             return
         self._version = version
-        enrolled = await self._access.enrolled()
+        enrolled = [n for n in await self._access.enrolled()
+                    if shard_of(n, self._shards) == self._shard]
         await self._access.repair(enrolled)
         self._streams = {self._keys.ingress(n): n for n in enrolled}
 
@@ -151,7 +171,7 @@ class Ingest:
         while streams:
             batch, streams = await self._store.ingress.read(
                 {s: self._streams[s] for s in streams if s in self._streams}, position,
-                self._batch)
+                self._batch, self._consumer)
             if batch:
                 await self.apply(batch)
 

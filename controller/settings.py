@@ -37,6 +37,9 @@ class ControllerSettings(RedisSettings, LoggingSettings):
         200.0, "reports per second one agent may send on average; past it (and a burst of "
         "10 s of that rate) its reports are dead-lettered, so one Pi cannot flood the rest")
     ingest_batch: int = setting(256, "agent reports applied in one Redis transaction, at most")
+    ingest_shards: int = setting(4, "shards the agents' reports are read in, each under a lease "
+                                 "of its own, so that controller replicas share the work; a "
+                                 "node's reports always go to one shard, in order")
     discovery: bool = setting(False, "browse mDNS for agents and stock Raspberry Pi OS hosts")
     discovery_interfaces: list[str] = setting([], "interfaces/addresses to browse on; the demo "
                                               "uses 127.0.0.1")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from collections.abc import Collection
 from urllib.parse import quote, urlsplit
 
 import msgspec
@@ -118,13 +119,19 @@ class AgentAccess:
         """Nodes that have agent credentials: the ingress streams the controller reads."""
         return sorted(n.decode() for n in await self._redis.hkeys(self._keys.agents))
 
-    async def apply_all(self) -> int:
-        """Re-create every recorded user (after a Redis restart they are gone)."""
+    async def apply_all(self, node_ids: Collection[str] | None = None) -> int:
+        """Re-create every recorded user, or those of ``node_ids`` (after a Redis restart
+        they are gone); returns how many."""
         records = await self._redis.hgetall(self._keys.agents)
-        for node_id, raw in records.items():
-            await self._apply(node_id.decode(), _record_decoder.decode(raw))
-            await self._ensure_ingress(node_id.decode())
-        return len(records)
+        applied = 0
+        for raw_id, raw in records.items():
+            node_id = raw_id.decode()
+            if node_ids is not None and node_id not in node_ids:
+                continue
+            await self._apply(node_id, _record_decoder.decode(raw))
+            await self._ensure_ingress(node_id)
+            applied += 1
+        return applied
 
     async def repair(self, node_ids: list[str]) -> int:
         """Re-apply the users when Redis has lost any of them (it restarted, or someone
@@ -134,7 +141,7 @@ class AgentAccess:
         if missing:
             logger.warning("Redis had lost %d agent user(s) (restarted without them?); "
                            "re-creating them", len(missing))
-            await self.apply_all()
+            await self.apply_all(missing)
         return len(missing)
 
     async def _apply(self, node_id: str, record: AgentRecord) -> None:

@@ -18,7 +18,7 @@ from common.keys import EVENT_FIELD, Keys
 from common.redis_client import Redis
 
 if TYPE_CHECKING:
-    from controller.store.leases import Lease
+    from controller.store.leases import Lease, Presence
 
 Staged = Callable[[Pipeline], None]
 """A state write to stage inside the transaction (e.g. ``lambda p: p.hset(...)``)."""
@@ -67,6 +67,12 @@ class Store:
         from controller.store.leases import Lease
 
         return Lease(self._client, self.keys.lease(duty), holder, ttl)
+
+    def presence(self, instance: str, ttl: float) -> Presence:
+        """This replica's presence among the controller replicas (``pic:replicas``)."""
+        from controller.store.leases import Presence
+
+        return Presence(self._client, self.keys.replicas, instance, ttl)
 
     # --- for the repositories: events staged inside their transactions --------------------
 

@@ -18,7 +18,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from common import events, gpio, reports
-from common.keys import INGEST_CONSUMER, INGEST_GROUP
+from common.keys import INGEST_GROUP
 from common.redis_client import Redis
 from controller.store import tx
 
@@ -139,13 +139,14 @@ class Ingress:
         finally:
             await pubsub.aclose()
 
-    async def read(self, streams: dict[str, str], position: str, count: int
+    async def read(self, streams: dict[str, str], position: str, count: int, consumer: str
                    ) -> tuple[list[Entry], list[str]]:
         """Entries of ``streams`` (stream -> node id) from ``position`` (">" new, "0" read
-        before but not acknowledged); and the streams worth reading again (more waiting)."""
+        before by ``consumer`` but not acknowledged); and the streams worth reading again
+        (more waiting)."""
         try:
             reply = await self._redis.xreadgroup(
-                INGEST_GROUP, INGEST_CONSUMER, dict.fromkeys(streams, position), count=count)
+                INGEST_GROUP, consumer, dict.fromkeys(streams, position), count=count)
         except ResponseError as err:
             if "NOGROUP" not in str(err):
                 raise
