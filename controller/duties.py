@@ -11,7 +11,7 @@ from common.tasks import TaskOwner, guarded
 from controller import appkeys
 from controller.discovery.service import Discovery
 from controller.health_alerts import HealthAlerts, Thresholds
-from controller.ingest import Ingest
+from controller.ingest import Bells, Ingest
 from controller.liveness import Liveness
 from controller.store import leases
 
@@ -47,18 +47,21 @@ async def duties_ctx(app: web.Application) -> AsyncIterator[None]:
     # The ingest is sharded: each replica takes an even share of the shards' leases.
     shards = max(settings.ingest_shards, 1)
     share = leases.FairShare(shards)
+    bells = Bells(store, shards)
     tasks.start("presence", lambda: store.presence(instance, settings.lease_ttl).keep(share))
+    tasks.start("agent rings", bells.run)
     for shard in range(shards):
         name = f"ingest-{shard}"
         held = store.lease(name, instance, settings.lease_ttl)
-        tasks.start(f"{name} lease", _under_lease(held, name, _ingest(app, shard, shards),
-                                                  share))
+        tasks.start(f"{name} lease", _under_lease(
+            held, name, _ingest(app, bells, shard, shards), share))
     yield
     await tasks.close()
 
 
-def _ingest(app: web.Application, shard: int, shards: int) -> Callable[[], Awaitable[None]]:
+def _ingest(app: web.Application, bells: Bells, shard: int, shards: int
+            ) -> Callable[[], Awaitable[None]]:
     settings = app[appkeys.SETTINGS]
-    return lambda: Ingest(app[appkeys.STORE], app[appkeys.AGENTS],
+    return lambda: Ingest(app[appkeys.STORE], app[appkeys.AGENTS], bells,
                           max_rate=settings.agent_max_rate, batch=settings.ingest_batch,
                           shard=shard, shards=shards).run()

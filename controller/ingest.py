@@ -91,13 +91,62 @@ def shard_of(node_id: str, shards: int) -> int:
     return zlib.crc32(node_id.encode()) % shards
 
 
+class Bells:
+    """One subscription to every agent's ring per process, shared by the shards this replica
+    holds: each ring is read once, however many shards there are, and goes to its shard."""
+
+    def __init__(self, store: Store, shards: int) -> None:
+        self._store = store
+        self._shards = shards
+        self._pending: dict[int, set[str]] = {}
+        self._rung: dict[int, asyncio.Event] = {}
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with self._store.ingress.rings() as rings:
+                    delay = 0.1
+                    while True:
+                        nodes = await rings.wait(60.0)
+                        for node in nodes or ():
+                            shard = shard_of(node, self._shards)
+                            if shard in self._rung:
+                                self._pending[shard].add(node)
+                                self._rung[shard].set()
+            except UNAVAILABLE:
+                # Rings sent meanwhile are lost; the shards' sweeps read what they announced.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def wait(self, shard: int, timeout: float) -> set[str] | None:
+        """The nodes of ``shard`` that rang since the last call; None after ``timeout``
+        seconds without one."""
+        rung = self._rung.setdefault(shard, asyncio.Event())
+        self._pending.setdefault(shard, set())
+        try:
+            async with asyncio.timeout(timeout):
+                await rung.wait()
+        except TimeoutError:
+            return None
+        rung.clear()
+        nodes, self._pending[shard] = self._pending[shard], set()
+        return nodes
+
+    def leave(self, shard: int) -> None:
+        """This replica no longer reads ``shard``."""
+        self._rung.pop(shard, None)
+        self._pending.pop(shard, None)
+
+
 class Ingest:
     """One shard of the ingest: the nodes with ``shard_of(node) == shard``."""
 
-    def __init__(self, store: Store, access: AgentAccess, *, max_rate: float, batch: int,
-                 shard: int = 0, shards: int = 1,
+    def __init__(self, store: Store, access: AgentAccess, bells: Bells, *, max_rate: float,
+                 batch: int, shard: int = 0, shards: int = 1,
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._bells = bells
         self._shard = shard
         self._shards = shards
         self._consumer = f"{INGEST_CONSUMER}-{shard}"
@@ -136,22 +185,23 @@ class Ingest:
     async def _listen(self) -> None:
         """Read the streams that ring; every SWEEP_SECONDS all of them (a ring is a hint
         that may be lost while this process reconnects, the streams are the truth)."""
-        async with self._store.ingress.rings() as rings:
+        try:
             await self._refresh(force=True)
             await self._read(list(self._streams), "0")  # read by a previous holder, not applied
             await self._read(list(self._streams), ">")
             while True:
                 checkpoint()
-                nodes = await rings.wait(SWEEP_SECONDS)
+                nodes = await self._bells.wait(self._shard, SWEEP_SECONDS)
                 if nodes is None:
                     await self._refresh()
                     await self._read(list(self._streams), ">")
                     continue
-                nodes = {n for n in nodes if shard_of(n, self._shards) == self._shard}
                 if not nodes <= set(self._streams.values()):
                     await self._refresh(force=True)
                 await self._read([self._keys.ingress(n) for n in sorted(nodes)
                                   if self._keys.ingress(n) in self._streams], ">")
+        finally:
+            self._bells.leave(self._shard)
 
     async def _refresh(self, *, force: bool = False) -> None:
         version = await self._access.version()
