@@ -14,14 +14,13 @@ from pathlib import Path
 
 from common import redis_client
 from common.errors import PiControllerError
-from common.files import write_secret
 from common.keys import Keys
+from controller.credentials_cli import write_url_files
 from controller.embedded_redis import embedded_redis
 from controller.gpio_service import GpioService
 from controller.server import serve
 from controller.settings import ControllerSettings
 from controller.store import Store
-from controller.store.agents import AgentAccess
 
 logger = logging.getLogger(__name__)
 
@@ -38,24 +37,6 @@ def agent_command(url_file: Path, node_id: str, prefix: str) -> list[str]:
             "--node-id", node_id, "--hostname", node_id, "--address", "127.0.0.1",
             "--gpio", "sim", "--sim-input-interval", "4", "--heartbeat-interval", "2",
             "--health-interval", "10"]
-
-
-async def enroll(settings: ControllerSettings, node_ids: list[str], out_dir: Path
-                 ) -> dict[str, Path]:
-    """Each simulated agent gets its own Redis user, as a real Pi does: the demo runs
-    confined too. Returns the file holding each agent's URL."""
-    redis = redis_client.connect(settings.redis_url)
-    access = AgentAccess(redis, Keys(settings.redis_prefix), redis_url=settings.redis_url,
-                         agent_address=settings.agent_redis_address)
-    files: dict[str, Path] = {}
-    try:
-        for node_id in node_ids:
-            credentials = await access.issue(node_id)
-            files[node_id] = out_dir / f"{node_id}.url"
-            write_secret(files[node_id], credentials.redis_url + "\n")
-    finally:
-        await redis.aclose()
-    return files
 
 
 async def seed_pins(settings: ControllerSettings, node_ids: list[str]) -> None:
@@ -90,7 +71,9 @@ async def run_demo(settings: ControllerSettings, nodes: int, state_dir: Path) ->
 
         settings = dataclasses.replace(settings, redis_url=redis_url, admin_token=token)
         node_ids = [f"pi-demo-{i}" for i in range(1, nodes + 1)]
-        url_files = await enroll(settings, node_ids, state_dir.resolve() / "agents")
+        # Each simulated agent gets its own Redis user, as a real Pi does.
+        url_files = {node: path for node, (path, _) in (await write_url_files(
+            settings, node_ids, state_dir.resolve() / "agents")).items()}
         agents = [subprocess.Popen(agent_command(url_files[n], n, settings.redis_prefix),
                                    stdin=subprocess.DEVNULL) for n in node_ids]
 

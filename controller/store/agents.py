@@ -21,7 +21,7 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from common import events
-from common.errors import NotFoundError, ValidationError
+from common.errors import ValidationError
 from common.keys import INGEST_GROUP, Keys
 from common.redis_client import Redis
 from controller.discovery.recognise import NODE_ID_RE
@@ -104,12 +104,6 @@ class AgentAccess:
         if removed:
             logger.info("agent credentials of node %s revoked", node_id)
         return bool(removed)
-
-    async def require(self, node_id: str) -> AgentRecord:
-        raw = await self._redis.hget(self._keys.agents, node_id)
-        if raw is None:
-            raise NotFoundError("agent credentials", node_id)
-        return _record_decoder.decode(raw)
 
     async def version(self) -> int:
         """Changes whenever credentials are issued or revoked (on any replica)."""

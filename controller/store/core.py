@@ -8,7 +8,7 @@ so a client that reads REST and then follows /ws sees neither a gap nor a double
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from redis.asyncio.client import Pipeline
@@ -20,8 +20,6 @@ from common.redis_client import Redis
 if TYPE_CHECKING:
     from controller.store.leases import Lease, Presence
 
-Staged = Callable[[Pipeline], None]
-"""A state write to stage inside the transaction (e.g. ``lambda p: p.hset(...)``)."""
 
 _APPEND_EVENTS = """
 for i = 2, #ARGV do

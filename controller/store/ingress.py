@@ -21,11 +21,11 @@ from common import events, gpio, reports
 from common.keys import INGEST_GROUP
 from common.redis_client import Redis
 from controller.store import tx
+from controller.store.eventlog import DEAD_LETTER_MAXLEN
 
 if TYPE_CHECKING:
     from controller.store.core import Store
 
-DEAD_LETTER_MAXLEN = 10_000
 RAW_KEPT = 1024
 """Bytes of a rejected entry kept in its dead letter."""
 
