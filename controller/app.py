@@ -13,7 +13,7 @@ from aiohttp import web
 from common import redis_client
 from common.keys import Keys
 from common.tasks import TaskOwner
-from controller import appkeys, auth, ws
+from controller import appkeys, auth
 from controller.api import clusters as clusters_api
 from controller.api import errors
 from controller.api import events as events_api
@@ -25,11 +25,17 @@ from controller.api import tokens as tokens_api
 from controller.duties import duties_ctx
 from controller.feed import Feed
 from controller.gpio_service import GpioService
-from controller.hub import Hub
 from controller.provision import app as provision_app
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.store.agents import AgentAccess
+from controller.ws import endpoint as ws_endpoint
+from controller.ws.access import Access
+from controller.ws.catchup import CatchUp
+from controller.ws.codes import CloseCode
+from controller.ws.hub import Hub
+from controller.ws.ops import Ops
+from controller.ws.service import Policy, WebSockets
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,12 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[appkeys.HUB] = hub
     app[appkeys.FEED] = Feed(store.events, hub)
     app[appkeys.TOKENS] = auth.TokenStore(store.tokens, settings.session_ttl)
+    catch_up = CatchUp(store)
+    app[appkeys.WS] = WebSockets(
+        hub=hub, catch_up=catch_up, ops=Ops(catch_up),
+        access=Access(app[appkeys.TOKENS], settings.ws_max_per_token),
+        policy=Policy(max_message=settings.ws_max_message, rate=settings.ws_max_rate,
+                      burst=5 * settings.ws_max_rate))
     app[appkeys.GPIO] = GpioService(store)
     app[appkeys.AGENTS] = AgentAccess(redis, keys, redis_url=redis_url,
                                       agent_address=settings.agent_redis_address)
@@ -64,7 +76,8 @@ def create_app(settings: ControllerSettings) -> web.Application:
     for module in (health_api, tokens_api, nodes_api, gpio_api, events_api, clusters_api,
                    jobs_api):
         app.add_routes(module.routes)
-    app.router.add_get("/ws", ws.handle)
+    # GET only: RFC 6455 upgrades are GET requests, and a HEAD must not get a 101.
+    app.router.add_get("/ws", ws_endpoint.handle, allow_head=False)
     add_ui(app)
     return app
 
@@ -116,6 +129,7 @@ async def feed_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = TaskOwner()
     tasks.start("event feed", app[appkeys.FEED].run)
     tasks.start("slow-client drain", app[appkeys.HUB].drain_slow_clients)
+    tasks.start("ws access watch", app[appkeys.WS].access.watch)
     heartbeat = app[appkeys.SETTINGS].ws_heartbeat
     if heartbeat > 0:
         tasks.start("ws heartbeat", lambda: app[appkeys.HUB].heartbeat(heartbeat))
@@ -134,4 +148,4 @@ async def trim_by_age(app: web.Application) -> None:
 
 
 async def close_sockets(app: web.Application) -> None:
-    app[appkeys.HUB].close_all(ws.CLOSE_GOING_AWAY, "controller shutting down")
+    app[appkeys.HUB].close_all(CloseCode.GOING_AWAY, "controller shutting down")

@@ -10,15 +10,17 @@ from common.redis_client import Redis
 from controller.auth import TokenStore
 from controller.feed import Feed
 from controller.gpio_service import GpioService
-from controller.hub import Hub
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.store.agents import AgentAccess
+from controller.ws.hub import Hub
+from controller.ws.service import WebSockets
 
 SETTINGS = web.AppKey("settings", ControllerSettings)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
+WS = web.AppKey("ws", WebSockets)
 FEED = web.AppKey("feed", Feed)
 TOKENS = web.AppKey("tokens", TokenStore)
 GPIO = web.AppKey("gpio", GpioService)

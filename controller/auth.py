@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, TypeVar
 
 from aiohttp import web
@@ -18,10 +18,17 @@ from aiohttp.typedefs import Middleware
 from common.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
 from controller.store.tokens import ROLES, Principal, Role, SessionRecord, Tokens
 
-__all__ = ["ROLES", "Principal", "Role", "TokenStore", "digest", "principal_of", "requires"]
+__all__ = ["ROLES", "Credential", "Principal", "Role", "TokenStore", "credential_of", "digest",
+           "principal_of", "requires"]
 
 SESSION_COOKIE: Final = "pic_session"
 TOKEN_PREFIX: Final = "pic_"
+
+Credential = str
+"""What a request authenticated with, as ``token:<sha256>`` or ``session:<sha256>``: open
+sockets are tied to it, so they close when it stops giving access."""
+TOKEN_CREDENTIAL: Final = "token:"
+SESSION_CREDENTIAL: Final = "session:"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
@@ -112,7 +119,17 @@ class TokenStore:
         self._cache.pop("s" + key, None)
         await self._records.delete_session(key)
 
-    async def authenticate(self, request: web.Request) -> Principal:
+    async def still_valid(self, credentials: Iterable[Credential]) -> set[Credential]:
+        """Those of ``credentials`` that still give access, asked of Redis (no cache)."""
+        tokens = [c for c in credentials if c.startswith(TOKEN_CREDENTIAL)]
+        sessions = [c for c in credentials if c.startswith(SESSION_CREDENTIAL)]
+        valid_tokens, valid_sessions = await self._records.valid(
+            [c.removeprefix(TOKEN_CREDENTIAL) for c in tokens],
+            [c.removeprefix(SESSION_CREDENTIAL) for c in sessions])
+        return ({TOKEN_CREDENTIAL + d for d in valid_tokens}
+                | {SESSION_CREDENTIAL + d for d in valid_sessions})
+
+    async def authenticate(self, request: web.Request) -> tuple[Principal, Credential]:
         header = request.headers.get("Authorization", "")
         if header:
             scheme, _, token = header.partition(" ")
@@ -121,24 +138,29 @@ class TokenStore:
             principal = await self.by_token(token.strip())
             if principal is None:
                 raise AuthError("unknown or revoked token")
-            return principal
+            return principal, TOKEN_CREDENTIAL + digest(token.strip())
         session = request.cookies.get(SESSION_COOKIE)
         if session:
             principal = await self.by_session(session)
             if principal is not None:
-                return principal
+                return principal, SESSION_CREDENTIAL + digest(session)
             raise AuthError("session expired: log in again")
         raise AuthError("authentication required: send 'Authorization: Bearer <token>' "
                         "or log in")
 
 
 PRINCIPAL: Final = web.RequestKey("principal", Principal)
+CREDENTIAL: Final = web.RequestKey("credential", str)
 PUBLIC_PREFIXES: Final = ("/ui/",)
 """The UI's static files: the login page must load before anyone is logged in."""
 
 
 def principal_of(request: web.Request) -> Principal:
     return request[PRINCIPAL]
+
+
+def credential_of(request: web.Request) -> Credential:
+    return request[CREDENTIAL]
 
 
 def make_middleware(store: Callable[[web.Request], TokenStore]) -> Middleware:
@@ -148,11 +170,12 @@ def make_middleware(store: Callable[[web.Request], TokenStore]) -> Middleware:
         if (request.match_info.http_exception is not None or role is None
                 or request.path == "/" or request.path.startswith(PUBLIC_PREFIXES)):
             return await handler(request)
-        principal = await store(request).authenticate(request)
+        principal, credential = await store(request).authenticate(request)
         if not principal.may(role):
             raise ForbiddenError(f"needs role {role}; token {principal.name!r} is "
                                  f"{principal.role}")
         request[PRINCIPAL] = principal
+        request[CREDENTIAL] = credential
         return await handler(request)
 
     return auth_middleware

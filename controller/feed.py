@@ -16,9 +16,9 @@ from common import events
 from common.errors import DecodeError
 from common.keys import EVENT_FIELD
 from common.redis_client import UNAVAILABLE
-from controller.hub import Hub, Outgoing
 from controller.store.eventlog import EventLog
-from controller.wsframes import text_frame
+from controller.ws.frames import text_frame
+from controller.ws.hub import Hub, Outgoing
 
 logger = logging.getLogger(__name__)
 

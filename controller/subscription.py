@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from common import events
 from common.errors import ValidationError
@@ -110,3 +110,22 @@ class Subscription:
 
 
 _INTERNED: dict[tuple[Any, ...], Subscription] = {}
+
+
+MAX_ID_PART: Final = (1 << 64) - 1
+"""Both halves of a stream id are unsigned 64-bit numbers in Redis."""
+
+
+def parse_since(value: str | None) -> str | None:
+    """A resume position (``since``, ``Last-Event-ID``) as Redis will take it, or None."""
+    if value is None or value == "":
+        return None
+    try:
+        ms, seq = events.id_key(value)
+    except ValueError:
+        raise ValidationError("since", f"{value[:64]!r} is not an event id (like "
+                                       "1736937015123-0)") from None
+    if not (0 <= ms <= MAX_ID_PART and 0 <= seq <= MAX_ID_PART):
+        raise ValidationError("since", f"{value[:64]!r} is not an event id: each part is a "
+                                       "number from 0 to 18446744073709551615")
+    return f"{ms}-{seq}"

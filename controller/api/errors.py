@@ -71,7 +71,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         body = {"error": exc.reason.lower().replace(" ", "_"), "reason": exc.reason,
                 "message": exc.text or exc.reason}
-        return json_response(body, exc.status, {"X-Request-ID": request[REQUEST_ID]})
+        # Headers the status needs (Allow on 405, Sec-WebSocket-Version on 426) are kept.
+        headers = {name: value for name, value in exc.headers.items()
+                   if name.lower() not in ("content-type", "content-length")}
+        headers["X-Request-ID"] = request[REQUEST_ID]
+        return json_response(body, exc.status, headers)
     except Exception as err:
         status, body = error_body(err)
         if status >= 500:

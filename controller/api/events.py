@@ -10,8 +10,7 @@ from common.keys import EVENT_FIELD
 from controller import appkeys
 from controller.api.errors import json_response
 from controller.store import Store
-from controller.subscription import Subscription
-from controller.ws import parse_since
+from controller.subscription import Subscription, parse_since
 
 routes = web.RouteTableDef()
 MAX_LIMIT = 1000

@@ -37,6 +37,7 @@ async def logout(request: web.Request) -> web.Response:
     session = request.cookies.get(SESSION_COOKIE)
     if session:
         await request.app[appkeys.TOKENS].close_session(session)
+        request.app[appkeys.WS].access.recheck()
     response = web.Response(status=204)
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
@@ -71,4 +72,5 @@ async def create_token(request: web.Request) -> web.Response:
 @requires("admin")
 async def revoke_token(request: web.Request) -> web.Response:
     await request.app[appkeys.TOKENS].revoke(request.match_info["name"])
+    request.app[appkeys.WS].access.recheck()
     return web.Response(status=204)

@@ -75,5 +75,24 @@ class Tokens:
             return None
         return record.principal
 
+    async def valid(self, token_digests: list[str], session_digests: list[str]
+                    ) -> tuple[set[str], set[str]]:
+        """Which of these tokens and sessions still give access (a session: while it lasts
+        and its token is not revoked), in two round trips however many there are."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for token_digest in token_digests:
+                pipe.hexists(self._keys.tokens, token_digest)
+            for session_digest in session_digests:
+                pipe.get(self._keys.session(session_digest))
+            answers = await pipe.execute()
+        tokens = {d for d, alive in zip(token_digests, answers, strict=False) if alive}
+        records = {d: _session_decoder.decode(raw) for d, raw in zip(
+            session_digests, answers[len(token_digests):], strict=True) if raw is not None}
+        if not records:
+            return tokens, set()
+        alive = await self._redis.hmget(self._keys.tokens, [r.token for r in records.values()])
+        sessions = {d for d, token in zip(records, alive, strict=True) if token is not None}
+        return tokens, sessions
+
     async def delete_session(self, session_digest: str) -> None:
         await self._redis.delete(self._keys.session(session_digest))

@@ -8,9 +8,11 @@ import struct
 
 import pytest
 
-from controller.hub import CLOSE_SLOW, Client, Hub, Outgoing
 from controller.subscription import Subscription
-from controller.wsframes import text_frame
+from controller.ws.client import Client
+from controller.ws.codes import CloseCode
+from controller.ws.frames import text_frame
+from controller.ws.hub import Hub, Outgoing
 
 
 class FakeSocket:
@@ -39,6 +41,12 @@ class FakeSocket:
 
     def is_closing(self) -> bool:
         return self.aborted
+
+    def pause_reading(self) -> None:
+        """Nothing is read from this socket anyway."""
+
+    def resume_reading(self) -> None:
+        """See pause_reading."""
 
 
 def frames(data: bytes) -> list[dict[str, object]]:
@@ -115,7 +123,7 @@ async def test_slow_client_is_coalesced_then_closed_while_others_keep_up() -> No
     for n in range(100, 200):
         hub.publish([event(n, "system.log.created")])
     assert slow_client.closed
-    assert frames(slow.writes[-1])[-1] == {"close": CLOSE_SLOW}
+    assert frames(slow.writes[-1])[-1] == {"close": CloseCode.SLOW_CONSUMER}
     assert len(fast.writes) == 20 + 100
     slow_client.cancel_timers()
 
@@ -124,7 +132,7 @@ def test_buffered_catch_up_has_no_gap_and_no_double() -> None:
     hub = Hub(soft_limit=1 << 20, hard_limit=1 << 22)
     sock = FakeSocket()
     client = Client(hub, sock, Subscription.parse())
-    client.buffering = True
+    client.begin_catch_up()
     hub.add(client)
     hub.publish([event(5), event(6)])
     hub.publish([event(7)])
@@ -141,7 +149,7 @@ def test_go_live_without_replay_sends_everything_buffered(cut: str | None) -> No
     hub = Hub(soft_limit=1 << 20, hard_limit=1 << 22)
     sock = FakeSocket()
     client = Client(hub, sock, Subscription.parse())
-    client.buffering = True
+    client.begin_catch_up()
     hub.add(client)
     hub.publish([event(1)])
     client.go_live(cut)
@@ -153,7 +161,7 @@ def test_a_catch_up_ahead_of_the_feed_waits_for_it_and_sends_nothing_twice() -> 
     hub.advance("3-0")
     sock = FakeSocket()
     client = Client(hub, sock, Subscription.parse())
-    client.buffering = True
+    client.begin_catch_up()
     hub.add(client)
     client.send_many([event(4), event(5)])  # the snapshot/replay read up to 5
     client.go_live("5-0")

@@ -1,0 +1,179 @@
+"""The socket of one /ws client after the upgrade: bytes in, frames out of them, control
+frames answered, ops queued and run in order, reading paused while writes back up, and a
+rate limit on what the client sends.
+
+aiohttp hands the socket over after the handshake (``endpoint.detach``); from then on this
+protocol is all there is between the socket and the client's state (``client.Client``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from controller.ws import messages
+from controller.ws.client import Client
+from controller.ws.codes import CloseCode, ErrorCode
+from controller.ws.frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameError,
+    FrameParser,
+    Message,
+    frame,
+    parse_close,
+)
+from controller.ws.service import WebSockets
+
+logger = logging.getLogger(__name__)
+
+
+class Connection(asyncio.Protocol):
+    __slots__ = ("_allowance", "_inbox", "_limited", "_parser", "_stamp", "_worker", "client",
+                 "credential", "service")
+
+    def __init__(self, service: WebSockets, client: Client) -> None:
+        self.service = service
+        self.client = client
+        self.credential: str | None = None
+        """What the client authenticated with, once admitted (``access``)."""
+        self._parser = FrameParser(service.policy.max_message)
+        self._inbox: list[bytes] | None = None
+        self._worker: asyncio.Task[Any] | None = None
+        self._allowance = service.policy.burst
+        self._stamp = 0.0
+        self._limited = False
+
+    # --- asyncio.Protocol ------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client.closed:
+            self._drain_after_close(data)
+            return
+        now = asyncio.get_running_loop().time()
+        client.heard(now)
+        parser = self._parser
+        for message in parser.feed(data):
+            if client.closed:
+                return
+            if self._spend(now):
+                self._handle(message)
+        if parser.failure is not None:
+            client.kick(parser.failure.code, parser.failure.reason)
+            # What follows cannot be framed reliably; the peer's close, if it answers ours,
+            # starts a segment of its own: read that with a fresh parser.
+            self._parser = FrameParser(self.service.policy.max_message)
+            return
+        self._wake()
+
+    def _handle(self, message: Message) -> None:
+        client = self.client
+        if message.opcode == OP_TEXT:
+            if self._inbox is None:
+                self._inbox = []
+            self._inbox.append(message.payload)
+        elif message.opcode == OP_PING:
+            client.send_raw(frame(OP_PONG, message.payload))
+        elif message.opcode == OP_BINARY:
+            client.send(messages.error(None, ErrorCode.BAD_MESSAGE,
+                                       "binary messages are not accepted; send JSON text"))
+        elif message.opcode == OP_CLOSE:
+            try:
+                code, _ = parse_close(message.payload)
+            except FrameError as err:
+                client.answer_close(err.code, err.reason)
+                return
+            client.answer_close(code)
+        # OP_PONG: an answer to our ping; hearing it was the point.
+
+    def _drain_after_close(self, data: bytes) -> None:
+        """Our close frame is out: read on, discarding, until the peer's close arrives."""
+        if not self.client.closing:
+            return
+        received = self._parser.feed(data)
+        if self._parser.failure is not None or any(m.opcode == OP_CLOSE for m in received):
+            self.client.answer_close(None)
+
+    def _spend(self, now: float) -> bool:
+        """One message against the client's allowance (a token bucket). Past the allowance
+        the message is dropped and the client told once; far past it, closed."""
+        policy = self.service.policy
+        allowance = min(policy.burst, self._allowance + (now - self._stamp) * policy.rate) - 1
+        self._allowance, self._stamp = allowance, now
+        if allowance >= 0:
+            self._limited = False
+            return True
+        if allowance < -policy.burst:
+            self.client.kick(CloseCode.TOO_MANY, f"more than {policy.rate:g} messages a "
+                             "second; reconnect later")
+        elif not self._limited:
+            self._limited = True
+            self.client.send(messages.error(None, ErrorCode.RATE_LIMITED, (
+                f"more than {policy.rate:g} messages a second: messages are being dropped; "
+                "slow down or the connection is closed")))
+        return False
+
+    def eof_received(self) -> bool:
+        return False  # the peer is done sending: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        client = self.client
+        client.lost()
+        self.service.hub.remove(client)
+        if self.credential is not None:
+            self.service.access.release(client, self.credential)
+        worker, self._worker = self._worker, None
+        if worker is not None and worker is not asyncio.current_task():
+            worker.cancel()
+
+    def pause_writing(self) -> None:
+        """The client is not reading what we send: stop reading what it sends (its ops and
+        pings would only queue more), until its socket drains."""
+        if not self.client.closing:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.client.transport.resume_reading()
+
+    # --- ops -----------------------------------------------------------------------------
+
+    def hold_ops(self) -> None:
+        """Ops wait in the inbox until ``start`` has run the catch-up on connect."""
+        self._worker = asyncio.current_task()
+
+    async def start(self, catch_up: Awaitable[None]) -> None:
+        """Run the catch-up on connect on the caller's task; ops wait in the inbox."""
+        self._worker = asyncio.current_task()
+        try:
+            await catch_up
+        except Exception:
+            logger.exception("/ws catch-up of %s failed", self.client.name)
+            self.client.kick(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self._worker = None
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._inbox and self._worker is None and not self.client.closed:
+            self._worker = asyncio.get_running_loop().create_task(
+                self._work(), name=f"/ws ops of {self.client.name}")
+
+    async def _work(self) -> None:
+        """Runs the queued ops one by one; owned by this connection, cancelled with it."""
+        client = self.client
+        try:
+            while self._inbox and not client.closed:
+                await self.service.ops.run(client, self._inbox.pop(0))
+        except Exception:
+            logger.exception("/ws op of %s failed", client.name)
+            client.kick(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            self._worker = None
+            if not self._inbox:
+                self._inbox = None
