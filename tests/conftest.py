@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -53,24 +55,26 @@ class RunningController:
         self.app = app
 
 
-@pytest.fixture
-async def controller(redis_url: str) -> AsyncIterator[RunningController]:
-    """The controller application in this process, on a free port, against real Redis."""
+@contextlib.asynccontextmanager
+async def running_controller(redis_url: str, **overrides: Any
+                             ) -> AsyncIterator[RunningController]:
+    """The controller application in this process, on a free port, against real Redis,
+    with ``overrides`` of its settings."""
     from aiohttp import web
 
+    from controller import appkeys
     from controller.app import create_app
     from controller.settings import ControllerSettings
     from tests.support.redis_server import free_port
 
     port = free_port()
-    settings = ControllerSettings(redis_url=redis_url, port=port, admin_token=ADMIN_TOKEN)
+    settings = ControllerSettings(redis_url=redis_url, port=port, admin_token=ADMIN_TOKEN,
+                                  **overrides)
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    from controller import appkeys
-
     await app[appkeys.FEED].ready.wait()
     await app[appkeys.BOOTSTRAPPED].wait()
     yield RunningController(f"http://127.0.0.1:{port}", app)
@@ -81,3 +85,10 @@ async def controller(redis_url: str) -> AsyncIterator[RunningController]:
         stacks = "\n".join(f"{task.get_name()}: {task.get_stack(limit=8)}"
                            for task in asyncio.all_tasks())
         raise AssertionError(f"controller shutdown hung; tasks:\n{stacks}") from None
+
+
+@pytest.fixture
+async def controller(redis_url: str) -> AsyncIterator[RunningController]:
+    """The controller with default settings."""
+    async with running_controller(redis_url) as running:
+        yield running

@@ -17,8 +17,6 @@ from controller.ws.hub import Outgoing
 REPLAY_PAGE: Final = 500
 REPLAY_MAX: Final = 50_000
 """More missed events than this and the client is told to re-read state (ws.resync)."""
-SNAPSHOT_CHUNK: Final = 64 * 1024
-"""Snapshot bytes written before waiting for the client to read (bounded like replays)."""
 
 
 class CatchUp:
@@ -87,13 +85,10 @@ class CatchUp:
                       if not sub.clusters or cluster_id in sub.clusters]
         count = len(parts)
         parts.append(messages.snapshot_end(snap.last_id, count))
-        written = 0
+        # All at once: each part counts against the client's hard limit, and another
+        # snapshot is refused while this one is still queued (Client.snapshot_queued).
         for part in parts:
             client.send(part)
-            written += len(part)
-            if written >= SNAPSHOT_CHUNK:
-                written = 0
-                await client.wait_for_room()
         client.snapshot_sent()
         return snap.last_id
 

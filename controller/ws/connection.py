@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Final
 
 from controller.ws import messages
 from controller.ws.client import Client
@@ -32,10 +32,13 @@ from controller.ws.service import WebSockets
 
 logger = logging.getLogger(__name__)
 
+MAX_QUEUED_OPS: Final = 8
+"""Ops of one client waiting to run before its socket is no longer read."""
+
 
 class Connection(asyncio.Protocol):
-    __slots__ = ("_allowance", "_inbox", "_limited", "_parser", "_stamp", "_worker", "client",
-                 "credential", "service")
+    __slots__ = ("_allowance", "_inbox", "_limited", "_parser", "_reading_paused", "_stamp",
+                 "_worker", "_writes_backed_up", "client", "credential", "service")
 
     def __init__(self, service: WebSockets, client: Client) -> None:
         self.service = service
@@ -48,6 +51,8 @@ class Connection(asyncio.Protocol):
         self._allowance = service.policy.burst
         self._stamp = 0.0
         self._limited = False
+        self._writes_backed_up = False
+        self._reading_paused = False
 
     # --- asyncio.Protocol ------------------------------------------------------------
 
@@ -78,6 +83,7 @@ class Connection(asyncio.Protocol):
             if self._inbox is None:
                 self._inbox = []
             self._inbox.append(message.payload)
+            self._pace_reading()
         elif message.opcode == OP_PING:
             client.send_raw(frame(OP_PONG, message.payload))
         elif message.opcode == OP_BINARY:
@@ -133,13 +139,24 @@ class Connection(asyncio.Protocol):
             worker.cancel()
 
     def pause_writing(self) -> None:
-        """The client is not reading what we send: stop reading what it sends (its ops and
-        pings would only queue more), until its socket drains."""
-        if not self.client.closing:
-            self.client.transport.pause_reading()
+        self._writes_backed_up = True
+        self._pace_reading()
 
     def resume_writing(self) -> None:
-        self.client.transport.resume_reading()
+        self._writes_backed_up = False
+        self._pace_reading()
+
+    def _pace_reading(self) -> None:
+        """Read from the client only while it reads from us and its ops keep up: what it
+        sends meanwhile waits in the kernel (and then in its own), not in our memory."""
+        pause = not self.client.closing and (
+            self._writes_backed_up or len(self._inbox or ()) >= MAX_QUEUED_OPS)
+        if pause != self._reading_paused:
+            self._reading_paused = pause
+            if pause:
+                self.client.transport.pause_reading()
+            else:
+                self.client.transport.resume_reading()
 
     # --- ops -----------------------------------------------------------------------------
 
@@ -169,7 +186,9 @@ class Connection(asyncio.Protocol):
         client = self.client
         try:
             while self._inbox and not client.closed:
-                await self.service.ops.run(client, self._inbox.pop(0))
+                data = self._inbox.pop(0)
+                self._pace_reading()
+                await self.service.ops.run(client, data)
         except Exception:
             logger.exception("/ws op of %s failed", client.name)
             client.kick(CloseCode.INTERNAL_ERROR, "internal error")
