@@ -19,22 +19,7 @@ from controller.ws.frames import (
     parse_close,
 )
 from controller.ws.handshake import accept_key
-
-
-def client_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True) -> bytes:
-    size = len(payload)
-    head = bytes([(0x80 if fin else 0) | opcode])
-    mask_bit = 0x80 if masked else 0
-    if size < 126:
-        head += bytes([mask_bit | size])
-    elif size < 65536:
-        head += struct.pack("!BH", mask_bit | 126, size)
-    else:
-        head += struct.pack("!BQ", mask_bit | 127, size)
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+from tests.support.rawws import client_frame
 
 
 def test_rfc_6455_accept_key_example() -> None:
