@@ -46,13 +46,16 @@ class Proc:
     """A child process on one core, its output in a log file."""
 
     def __init__(self, name: str, args: Sequence[str], log: Path, *, core: int | None,
-                 env: dict[str, str] | None = None, stdout_pipe: bool = False) -> None:
+                 env: dict[str, str] | None = None, stdout_pipe: bool = False,
+                 cwd: Path | None = None) -> None:
         self.name = name
         pinned = ["taskset", "-c", str(core)] if core is not None else []
         self.args = [*pinned, *args]
         self.log_path = log
         self.env = {**os.environ, **(env or {})}
         self.stdout_pipe = stdout_pipe
+        self.cwd = cwd
+        """``python -m`` imports from the working directory first: a tree runs from its own."""
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
@@ -62,7 +65,7 @@ class Proc:
             self.process = subprocess.Popen(
                 self.args, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE if self.stdout_pipe else log,
-                stderr=log, env=self.env)
+                stderr=log, env=self.env, cwd=self.cwd)
         return self
 
     @property

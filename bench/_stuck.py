@@ -14,6 +14,14 @@ TCP_STATES = {1: "established", 4: "fin_wait1", 5: "fin_wait2", 6: "time_wait", 
               8: "close_wait", 9: "last_ack", 11: "closing"}
 
 
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """A final client frame (payload under 126 bytes), masked as RFC 6455 requires."""
+    assert len(payload) < 126
+    key = os.urandom(4)
+    return (bytes((0x80 | opcode, 0x80 | len(payload))) + key
+            + bytes(b ^ key[i % 4] for i, b in enumerate(payload)))
+
+
 class StuckClient:
     def __init__(self, port: int, path: str = "/ws", bearer: str = "",
                  rcvbuf: int = 4096) -> None:

@@ -18,6 +18,8 @@ ROOT = HERE.parent
 
 BEFORE_CONFINEMENT = "8c3fe34"
 """The last revision in which agents wrote shared state with the controller's credentials."""
+BEFORE_WS_BOUNDS = "8ee8c48"
+"""The last revision before /ws bounded what it queues per client (and split controller/ws)."""
 
 
 def materialize(rev: str, into: Path) -> Path:

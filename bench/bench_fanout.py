@@ -12,10 +12,16 @@ the messages the client received. Scenarios (issue 3, "Performance targets"):
   3  100 clients x 1,000 events/s   p99 latency
   4  10,000 idle authenticated connections   server memory per connection
   5  1,000 x 60 plus one client that never reads   the others' p99 against scenario 1
+  6  one client floods pings and snapshot requests and never reads   server RSS growth,
+     and when the server closed it (ours and before only: the others have no ops)
+
+Servers: ``ours`` (this checkout), ``before`` (our controller at the revision before /ws
+was bounded, _trees.BEFORE_WS_BOUNDS), the Node.js reference ``node`` and ``naive``.
 
     .venv/bin/python bench/bench_fanout.py                      # everything, ~10 minutes
     .venv/bin/python bench/bench_fanout.py --only 1,2 --seconds 10 --reps 3
     .venv/bin/python bench/bench_fanout.py --only 1 --servers ours,node --profile
+    .venv/bin/python bench/bench_fanout.py --only 6 --servers ours,before
 
 Raw results go to bench/results/fanout-<time>.json, server logs next to it.
 """
@@ -41,6 +47,7 @@ from typing import Any
 
 import _procs
 import _reference
+import _stuck
 import _trees
 from _load import Feed, LoadClient, publish
 from _stuck import StuckClient
@@ -50,9 +57,15 @@ REPO = HERE.parent
 TOKEN = "pic_bench_admin_token"
 SERVER_CORE = 0
 LOAD_CORE = 1
-SERVERS = ("ours", "node", "naive")
+SERVERS = ("ours", "before", "node", "naive")
+OURS = ("ours", "before")
 TRAFFIC = {1: (1000, 60.0), 2: (1000, 100.0), 3: (100, 1000.0), 5: (1000, 60.0)}
 IDLE_CONNECTIONS = 10_000
+FLOOD_WINDOW = 10.0
+"""Seconds scenario 6 floods and watches; the target is a close within 5."""
+FLOOD_NODES = 50
+FLOOD_NODE_BYTES = 1000
+"""State seeded for scenario 6, so each snapshot it asks for weighs about 60 KB."""
 STUCK_PREFILL = 30_000
 """Events (about 7 MB) published to the stuck client alone before the others connect. The
 kernel takes up to 4 MB (tcp_wmem) into the server's send queue before the server sees any
@@ -93,13 +106,15 @@ def start_target(kind: str, workdir: Path, ref: _reference.Reference, redis_core
     redis = _procs.RedisServer(f"redis-{kind}", workdir / f"redis-{kind}", redis_core).start()
     port = _procs.free_port()
     log = workdir / f"{kind}.log"
+    if kind == "before" and tree is None:
+        tree = _trees.materialize(_trees.BEFORE_WS_BOUNDS, workdir / "tree-before")
     env = {"PIC_ADMIN_TOKEN": TOKEN, **_trees.env(tree)}
-    if kind == "ours":
+    if kind in OURS:
         # The raw load client answers no pings: keep heartbeats out of the measured runs.
         proc = _procs.Proc(kind, [sys.executable, "-m", "controller", "serve", "--redis-url",
                                   redis.url, "--port", str(port), "--ws-heartbeat", "3600",
                                   *(extra or [])],
-                           log, core=SERVER_CORE, env=env).start()
+                           log, core=SERVER_CORE, env=env, cwd=tree).start()
         _procs.wait_http_ok(f"http://127.0.0.1:{port}/readyz", proc, 60)
         feed = Feed(redis.url, "pic:events", "e", "envelope")
     elif kind == "naive":
@@ -267,6 +282,52 @@ async def run_idle(target: Target, ref: _reference.Reference, n: int) -> dict[st
             "kb_per_conn": (after - before) / connected / 1024 if connected else None}
 
 
+async def run_flood(target: Target) -> dict[str, Any]:
+    """A viewer sends pings and snapshot requests as fast as the server takes them, and
+    never reads; the server's RSS is sampled every 50 ms, and the client's TCP state tells
+    when the server closed the connection."""
+    import redis
+
+    seed = redis.Redis.from_url(target.redis.url)
+    for n in range(FLOOD_NODES):
+        seed.sadd("pic:nodes", f"pi-{n}")
+        seed.hset(f"pic:node:pi-{n}", mapping={"status": "ready",
+                                            "hostname": "x" * FLOOD_NODE_BYTES})
+    seed.close()
+    rss_before = _procs.rss_bytes(target.proc.pid)
+    stuck = StuckClient(target.port, bearer=TOKEN)
+    ping = _stuck.masked_frame(0x9, b"p" * 125)
+    snapshot = _stuck.masked_frame(0x1, json.dumps(
+        {"op": "subscribe", "snapshot": True}).encode())
+    chunk = (ping + snapshot) * 100
+    stuck.sock.setblocking(False)
+    sent = 0
+    peak = rss_before
+    started = time.monotonic()
+    pending = memoryview(chunk)
+    while time.monotonic() - started < FLOOD_WINDOW:
+        try:
+            taken = stuck.sock.send(pending)
+            sent += taken
+            pending = pending[taken:] or memoryview(chunk)  # never a frame cut in two
+        except BlockingIOError:
+            await asyncio.sleep(0.005)  # the server stopped reading: it may not close yet
+        except OSError:
+            pass  # reset: closed
+        peak = max(peak, _procs.rss_bytes(target.proc.pid))
+        stuck.poll()
+        if stuck.closed_after is not None:
+            break
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.5)
+    peak = max(peak, _procs.rss_bytes(target.proc.pid))
+    result = {"flood_sent_kb": sent / 1024, "rss_growth_mb": (peak - rss_before) / 2**20,
+              "closed": stuck.closed_after is not None, "closed_after_s": stuck.closed_after,
+              "tcp_state": stuck.state()}
+    stuck.close()
+    return result
+
+
 def server_clients(target: Target) -> int | None:
     if target.kind == "node":
         return None
@@ -316,7 +377,8 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    keys = ("cpu_us_per_msg", "delivered_pct", "p50_ms", "p99_ms", "p999_ms", "max_ms",
+    keys = ("rss_growth_mb", "closed_after_s", "flood_sent_kb",
+            "cpu_us_per_msg", "delivered_pct", "p50_ms", "p99_ms", "p999_ms", "max_ms",
             "server_core_pct", "core0_busy_pct", "core0_softirq_pct", "load_core_pct",
             "client_cpu_s", "client_core_pct",
             "bytes_per_msg", "kb_per_conn", "connect_s",
@@ -370,6 +432,8 @@ ROWS: dict[int, list[tuple[str, str]]] = {
         ("p99_vs_baseline", "stuck/none p99"), ("delivered_pct", "delivered %"),
         ("stuck_closed", "stuck closed"), ("stuck_closed_after_s", "closed after s"),
         ("rss_mb", "server RSS MB")],
+    6: [("rss_growth_mb", "server RSS growth MB"), ("closed_after_s", "closed after s"),
+        ("flood_sent_kb", "flood taken KB")],
 }
 TITLES = {
     1: "1: 1,000 clients x 60 ev/s (target: ours CPU/msg <= 0.67x node)",
@@ -377,6 +441,8 @@ TITLES = {
     3: "3: 100 clients x 1,000 ev/s (target: p99 < 10 ms)",
     4: f"4: {IDLE_CONNECTIONS:,} idle authenticated connections (target: <= 12 KB each)",
     5: "5: 1,000 x 60 with one client that never reads (target: p99 within 1.2x of none)",
+    6: "6: one client floods pings and snapshots, never reads (target: RSS < +8 MB, closed "
+       "within 5 s)",
 }
 
 
@@ -398,15 +464,18 @@ def table(summary: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> 
         data = summary[str(number)]
         shown = [s for s in servers if s in data]
         ratios = [s for s in shown if s != "node"] if "node" in data else []
+        if "before" in data and "ours" in data:
+            ratios.append("before")
         reps = max(e["reps"] for e in data.values())
         lines.append(f"\nScenario {TITLES[number]}   [median of {reps}]")
         header = f"  {'':24}" + "".join(f"{s:>11}" for s in shown) + "".join(
-            f"{s + '/node':>13}" for s in ratios)
+            f"{'ours/before' if s == 'before' else s + '/node':>13}" for s in ratios)
         lines.append(header)
         for key, label in ROWS[number]:
             row = f"  {label:24}" + "".join(f"{fmt(data[s].get(key)):>11}" for s in shown)
             for s in ratios:
-                mine, theirs = data[s].get(key), data["node"].get(key)
+                mine, theirs = ((data["ours"].get(key), data["before"].get(key))
+                                if s == "before" else (data[s].get(key), data["node"].get(key)))
                 numeric = isinstance(mine, int | float) and isinstance(theirs, int | float)
                 ratio = fmt(mine / theirs) + "x" if numeric and theirs else "-"
                 row += f"{ratio:>13}"
@@ -420,8 +489,9 @@ def table(summary: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="1,2,3,4,5", help="scenarios, e.g. 1,2")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="ours,node,naive")
+    parser.add_argument("--only", default="1,2,3,4,5,6", help="scenarios, e.g. 1,2")
+    parser.add_argument("--servers", default="ours,node,naive",
+                        help="of ours,before,node,naive")
     parser.add_argument("--seconds", type=float, default=6.0, help="publishing time per run")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of scenarios 1,2,3,5")
     parser.add_argument("--nice", type=int, default=-10,
@@ -490,7 +560,8 @@ async def main_async(args: argparse.Namespace) -> int:
             run["log_line_count"] = len(noise)
         runs.append(run)
         line = ", ".join(f"{k} {fmt(run.get(k))}" for k in (
-            "delivered_pct", "cpu_us_per_msg", "p50_ms", "p99_ms", "kb_per_conn")
+            "delivered_pct", "cpu_us_per_msg", "p50_ms", "p99_ms", "kb_per_conn",
+            "rss_growth_mb", "closed_after_s")
             if run.get(k) is not None)
         print(f"  [{run['scenario']} {run['server']} rep {run['rep']}] {line}"
               + (f"; stuck {run['stuck']}" if "stuck" in run else "")
@@ -520,6 +591,15 @@ async def main_async(args: argparse.Namespace) -> int:
                 run = {"scenario": 4, "server": kind, "rep": 1,
                        **await run_idle(targets[kind], ref, args.idle_connections)}
                 record(run, targets[kind])
+        if 6 in scenarios:
+            print(f"scenario {TITLES[6]}", flush=True)
+            for rep in range(1, args.reps + 1):
+                for kind in [k for k in servers if k in OURS]:
+                    if busy := await settle(list(targets.values())):
+                        anomalies.append(f"before scenario 6 {kind}: still busy: {busy}")
+                    run = {"scenario": 6, "server": kind, "rep": rep,
+                           **await run_flood(targets[kind])}
+                    record(run, targets[kind])
         for rep in range(1, args.reps + 1):
             for number in (n for n in (1, 2, 3, 5) if n in scenarios):
                 clients, rate = TRAFFIC[number]
