@@ -242,8 +242,7 @@ class Client:
         with contextlib.suppress(Exception):  # the socket may be gone already; abort below
             self.transport.write(close_frame(code, reason))
             self.transport.resume_reading()
-        self._abort = asyncio.get_running_loop().call_later(
-            CLOSE_GRACE_SECONDS, self.transport.abort)
+        self._abort_later()
 
     def answer_close(self, code: int | None, reason: str = "") -> None:
         """The peer's close frame arrived: answer it (unless we started) with ``code`` (its
@@ -254,7 +253,8 @@ class Client:
             with contextlib.suppress(Exception):
                 self.transport.write(close_frame(code, reason))
         self.closing = False
-        self.transport.close()
+        self.transport.close()  # once what is queued is written: if it never is, abort
+        self._abort_later()
 
     def drop(self, reason: str) -> None:
         """Gone without a word (missed pongs): cut the socket."""
@@ -267,6 +267,11 @@ class Client:
         self.closed = True
         self.closing = False
         self.cancel_timers()
+
+    def _abort_later(self) -> None:
+        if self._abort is None:
+            self._abort = asyncio.get_running_loop().call_later(
+                CLOSE_GRACE_SECONDS, self.transport.abort)
 
     def cancel_timers(self) -> None:
         if self._abort is not None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final
 
 from controller.ws import messages
@@ -38,7 +39,8 @@ MAX_QUEUED_OPS: Final = 8
 
 class Connection(asyncio.Protocol):
     __slots__ = ("_allowance", "_inbox", "_limited", "_parser", "_reading_paused", "_stamp",
-                 "_worker", "_writes_backed_up", "client", "credential", "service")
+                 "_then_close", "_worker", "_writes_backed_up", "client", "credential",
+                 "service")
 
     def __init__(self, service: WebSockets, client: Client) -> None:
         self.service = service
@@ -53,6 +55,8 @@ class Connection(asyncio.Protocol):
         self._limited = False
         self._writes_backed_up = False
         self._reading_paused = False
+        self._then_close: Callable[[], None] | None = None
+        """The close to make once the ops the client sent before it have been answered."""
 
     # --- asyncio.Protocol ------------------------------------------------------------
 
@@ -61,21 +65,38 @@ class Connection(asyncio.Protocol):
         if client.closed:
             self._drain_after_close(data)
             return
+        if self._then_close is not None:
+            return  # the client is done (it closed, or broke the protocol): nothing more
         now = asyncio.get_running_loop().time()
         client.heard(now)
         parser = self._parser
         for message in parser.feed(data):
-            if client.closed:
-                return
+            if client.closed or self._then_close is not None:
+                break
             if self._spend(now):
                 self._handle(message)
-        if parser.failure is not None:
-            client.kick(parser.failure.code, parser.failure.reason)
-            # What follows cannot be framed reliably; the peer's close, if it answers ours,
-            # starts a segment of its own: read that with a fresh parser.
-            self._parser = FrameParser(self.service.policy.max_message)
-            return
+        else:
+            if parser.failure is not None:
+                self._close_when_answered(partial(client.kick, parser.failure.code,
+                                                  parser.failure.reason))
+                # What follows cannot be framed reliably; the peer's close, if it answers
+                # ours, starts a segment of its own: read that with a fresh parser.
+                self._parser = FrameParser(self.service.policy.max_message)
         self._wake()
+
+    def _close_when_answered(self, close: Callable[[], None]) -> None:
+        """Close now, or once the ops that came before the close (or the break) are answered,
+        as RFC 6455 orders them."""
+        if self._inbox or self._worker is not None:
+            self._then_close = close
+        else:
+            close()
+
+    def _answered(self) -> None:
+        """No op left to run: a close that waited for them goes out now."""
+        close, self._then_close = self._then_close, None
+        if close is not None and not self.client.closed:
+            close()
 
     def _handle(self, message: Message) -> None:
         client = self.client
@@ -93,9 +114,9 @@ class Connection(asyncio.Protocol):
             try:
                 code, _ = parse_close(message.payload)
             except FrameError as err:
-                client.answer_close(err.code, err.reason)
+                self._close_when_answered(partial(client.answer_close, err.code, err.reason))
                 return
-            client.answer_close(code)
+            self._close_when_answered(partial(client.answer_close, code))
         # OP_PONG: an answer to our ping; hearing it was the point.
 
     def _drain_after_close(self, data: bytes) -> None:
@@ -175,6 +196,8 @@ class Connection(asyncio.Protocol):
         finally:
             self._worker = None
         self._wake()
+        if self._worker is None:
+            self._answered()
 
     def _wake(self) -> None:
         if self._inbox and self._worker is None and not self.client.closed:
@@ -196,3 +219,4 @@ class Connection(asyncio.Protocol):
             self._worker = None
             if not self._inbox:
                 self._inbox = None
+                self._answered()

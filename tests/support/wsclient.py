@@ -43,12 +43,16 @@ class WsRecorder:
 
     async def _read(self) -> None:
         assert self.ws is not None
-        async for msg in self.ws:
+        while True:
+            msg = await self.ws.receive()
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self.messages.append(json.loads(msg.data))
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                              aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                break
         self.close_code = self.ws.close_code
-        extra = getattr(msg, "extra", None) if "msg" in locals() else None
-        self.close_reason = str(extra) if extra else None
+        # The close frame's reason comes with the CLOSE message only.
+        self.close_reason = msg.extra if msg.type == aiohttp.WSMsgType.CLOSE else None
         self.closed.set()
 
     async def send(self, message: Message) -> None:
