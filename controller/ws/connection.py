@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
@@ -37,6 +38,13 @@ MAX_QUEUED_OPS: Final = 8
 """Ops of one client waiting to run before its socket is no longer read."""
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A reply decided on arrival (an error) that waits its turn behind earlier ops."""
+
+    payload: bytes
+
+
 class Connection(asyncio.Protocol):
     __slots__ = ("_allowance", "_inbox", "_limited", "_parser", "_reading_paused", "_stamp",
                  "_then_close", "_worker", "_writes_backed_up", "client", "credential",
@@ -48,7 +56,8 @@ class Connection(asyncio.Protocol):
         self.credential: str | None = None
         """What the client authenticated with, once admitted (``access``)."""
         self._parser = FrameParser(service.policy.max_message)
-        self._inbox: list[bytes] | None = None
+        self._inbox: list[bytes | Reply] | None = None
+        """Ops to run, and replies to send after them, in the order the client sent them."""
         self._worker: asyncio.Task[Any] | None = None
         self._allowance = service.policy.burst
         self._stamp = 0.0
@@ -84,6 +93,19 @@ class Connection(asyncio.Protocol):
                 self._parser = FrameParser(self.service.policy.max_message)
         self._wake()
 
+    def _queue(self, item: bytes | Reply) -> None:
+        if self._inbox is None:
+            self._inbox = []
+        self._inbox.append(item)
+        self._pace_reading()
+
+    def _reply(self, payload: bytes) -> None:
+        """A reply to what the client sent, after the replies to what it sent before."""
+        if self._inbox or self._worker is not None:
+            self._queue(Reply(payload))
+        else:
+            self.client.send(payload)
+
     def _close_when_answered(self, close: Callable[[], None]) -> None:
         """Close now, or once the ops that came before the close (or the break) are answered,
         as RFC 6455 orders them."""
@@ -101,14 +123,11 @@ class Connection(asyncio.Protocol):
     def _handle(self, message: Message) -> None:
         client = self.client
         if message.opcode == OP_TEXT:
-            if self._inbox is None:
-                self._inbox = []
-            self._inbox.append(message.payload)
-            self._pace_reading()
+            self._queue(message.payload)
         elif message.opcode == OP_PING:
             client.send_raw(frame(OP_PONG, message.payload))
         elif message.opcode == OP_BINARY:
-            client.send(messages.error(None, ErrorCode.BAD_MESSAGE,
+            self._reply(messages.error(None, ErrorCode.BAD_MESSAGE,
                                        "binary messages are not accepted; send JSON text"))
         elif message.opcode == OP_CLOSE:
             try:
@@ -141,7 +160,7 @@ class Connection(asyncio.Protocol):
                              "second; reconnect later")
         elif not self._limited:
             self._limited = True
-            self.client.send(messages.error(None, ErrorCode.RATE_LIMITED, (
+            self._reply(messages.error(None, ErrorCode.RATE_LIMITED, (
                 f"more than {policy.rate:g} messages a second: messages are being dropped; "
                 "slow down or the connection is closed")))
         return False
@@ -209,9 +228,12 @@ class Connection(asyncio.Protocol):
         client = self.client
         try:
             while self._inbox and not client.closed:
-                data = self._inbox.pop(0)
+                item = self._inbox.pop(0)
                 self._pace_reading()
-                await self.service.ops.run(client, data)
+                if isinstance(item, Reply):
+                    client.send(item.payload)
+                else:
+                    await self.service.ops.run(client, item)
         except Exception:
             logger.exception("/ws op of %s failed", client.name)
             client.kick(CloseCode.INTERNAL_ERROR, "internal error")
