@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from tests.support.processes import ADMIN_TOKEN
 from tests.support.redis_server import RedisServer
@@ -39,6 +40,14 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def rds(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the session's Redis (flushed per test)."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

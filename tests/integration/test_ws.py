@@ -8,7 +8,6 @@ import base64
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -26,13 +25,6 @@ from tests.support.wsclient import WsRecorder
 
 KEYS = Keys()
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture
-async def rds(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def publish(client: aioredis.Redis, count: int, *, interval: float = 0.0,
