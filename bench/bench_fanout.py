@@ -111,9 +111,11 @@ def start_target(kind: str, workdir: Path, ref: _reference.Reference, redis_core
     env = {"PIC_ADMIN_TOKEN": TOKEN, **_trees.env(tree)}
     if kind in OURS:
         # The raw load client answers no pings: keep heartbeats out of the measured runs.
+        # All its connections share one token: lift the per-token cap where there is one.
+        caps = ["--ws-max-per-token", "1000000"] if tree is None else []
         proc = _procs.Proc(kind, [sys.executable, "-m", "controller", "serve", "--redis-url",
                                   redis.url, "--port", str(port), "--ws-heartbeat", "3600",
-                                  *(extra or [])],
+                                  *caps, *(extra or [])],
                            log, core=SERVER_CORE, env=env, cwd=tree).start()
         _procs.wait_http_ok(f"http://127.0.0.1:{port}/readyz", proc, 60)
         feed = Feed(redis.url, "pic:events", "e", "envelope")
@@ -463,19 +465,18 @@ def table(summary: dict[str, dict[str, dict[str, Any]]], servers: list[str]) -> 
     for number in sorted(int(k) for k in summary):
         data = summary[str(number)]
         shown = [s for s in servers if s in data]
-        ratios = [s for s in shown if s != "node"] if "node" in data else []
+        ratios = [(f"{s}/node", s, "node") for s in shown if s != "node" and "node" in data]
         if "before" in data and "ours" in data:
-            ratios.append("before")
+            ratios.append(("ours/before", "ours", "before"))
         reps = max(e["reps"] for e in data.values())
         lines.append(f"\nScenario {TITLES[number]}   [median of {reps}]")
         header = f"  {'':24}" + "".join(f"{s:>11}" for s in shown) + "".join(
-            f"{'ours/before' if s == 'before' else s + '/node':>13}" for s in ratios)
+            f"{label:>13}" for label, _, _ in ratios)
         lines.append(header)
         for key, label in ROWS[number]:
             row = f"  {label:24}" + "".join(f"{fmt(data[s].get(key)):>11}" for s in shown)
-            for s in ratios:
-                mine, theirs = ((data["ours"].get(key), data["before"].get(key))
-                                if s == "before" else (data[s].get(key), data["node"].get(key)))
+            for _, mine_of, theirs_of in ratios:
+                mine, theirs = data[mine_of].get(key), data[theirs_of].get(key)
                 numeric = isinstance(mine, int | float) and isinstance(theirs, int | float)
                 ratio = fmt(mine / theirs) + "x" if numeric and theirs else "-"
                 row += f"{ratio:>13}"

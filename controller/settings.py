@@ -27,7 +27,7 @@ class ControllerSettings(RedisSettings, LoggingSettings):
     ws_max_message: int = setting(64 * 1024, "largest client message accepted, in bytes")
     ws_max_rate: float = setting(20.0, "messages a /ws client may send per second (a burst of "
                                  "five seconds' worth is allowed)")
-    ws_max_per_token: int = setting(100, "open /ws connections per token (its login sessions "
+    ws_max_per_token: int = setting(500, "open /ws connections per token (its login sessions "
                                     "included), per controller replica")
     heartbeat_interval: float = setting(5.0, "seconds between agent heartbeats (liveness)")
     missed_heartbeats: int = setting(3, "missed heartbeats before a node is marked offline")

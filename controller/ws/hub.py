@@ -75,6 +75,9 @@ class Hub:
     def __len__(self) -> int:
         return sum(len(members) for members in self._groups.values())
 
+    def clients(self) -> list[Client]:
+        return [client for members in self._groups.values() for client in members]
+
     def add(self, client: Client) -> None:
         self._groups.setdefault(client.subscription, []).append(client)
 
@@ -143,16 +146,14 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             deadline = loop.time() - 2 * interval
-            for members in list(self._groups.values()):
-                for client in list(members):
-                    if client.closed:
-                        continue
-                    if client.last_seen < deadline:
-                        client.drop("missed its pongs")
-                    else:
-                        client.ping()
+            for client in self.clients():
+                if client.closed:
+                    continue
+                if client.last_seen < deadline:
+                    client.drop("missed its pongs")
+                else:
+                    client.ping()
 
     def close_all(self, code: CloseCode, reason: str) -> None:
-        for members in list(self._groups.values()):
-            for client in list(members):
-                client.kick(code, reason)
+        for client in self.clients():
+            client.kick(code, reason)

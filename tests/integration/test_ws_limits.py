@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from common import events
 from common.keys import EVENT_FIELD, Keys
+from controller import appkeys
 from controller.auth import digest
 from tests.conftest import RunningController, running_controller
 from tests.support.processes import ADMIN_TOKEN
@@ -225,4 +226,25 @@ async def test_a_snapshot_is_refused_while_the_previous_one_is_queued(
             received.append((await ws.read_message(10)).json)
         assert received[0]["type"] == "ws.ack" and received[0]["ref"] == 3
         assert received[-1]["count"] == nodes
+        await ws.close()
+
+
+async def test_reading_pauses_while_the_client_does_not_read(redis_url: str) -> None:
+    """No rate limit here: only back-pressure keeps the server's memory flat."""
+    soft = 64 * 1024
+    async with running_controller(redis_url, ws_max_rate=1e9, ws_soft_buffer=soft) as controller:
+        ws = await connect(controller.ws_url, rcvbuf=4096)
+        count = 400_000  # 52 MB of pings: more than all the kernel buffers in between
+        ws.write_nowait(client_frame(OP_PING, b"p" * 125) * count)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(3):
+                await ws.drain()  # the server stops taking them
+        assert ws.unsent() > 0
+        [client] = controller.app[appkeys.HUB].clients()
+        # Held back: past the soft limit, at most the replies to one read (256 KiB) more.
+        assert client.transport.get_write_buffer_size() <= soft + 256 * 1024
+        # Once the client reads, the server reads again: every ping gets its pong.
+        pong = b"\x8a\x7d" + b"p" * 125
+        assert await ws.read_bytes(len(pong) * count, 60) == pong * count
+        await ws.drain()
         await ws.close()

@@ -228,6 +228,14 @@ class RawWs:
         """Queue ``data`` without waiting for the server to take it (a flood)."""
         self._writer.write(data)
 
+    async def drain(self) -> None:
+        """Until the server has taken what was queued."""
+        await self._writer.drain()
+
+    def unsent(self) -> int:
+        """Bytes queued here that the kernel has not taken yet."""
+        return self._writer.transport.get_write_buffer_size()
+
     async def send_frame(self, opcode: int, payload: bytes = b"", *, fin: bool = True,
                          rsv: int = 0, masked: bool = True) -> None:
         await self.send_raw(client_frame(opcode, payload, fin=fin, rsv=rsv, masked=masked))
@@ -266,6 +274,11 @@ class RawWs:
             raise ConnectionEnded(f"connection ended by {self.ended_by} in {what} "
                                   f"({len(err.partial)} of {size} bytes); "
                                   f"{self.describe()}") from None
+
+    async def read_bytes(self, size: int, timeout: float = 5.0) -> bytes:
+        """Exactly ``size`` raw bytes of what the server sent (frames unparsed)."""
+        async with asyncio.timeout(timeout):
+            return await self._read(size, "raw bytes")
 
     async def _frame(self) -> Frame:
         first, second = await self._read(2, "a frame header")
