@@ -8,7 +8,7 @@ import sys
 
 from agent.runner import serve
 from agent.settings import AgentSettings
-from common import logs, settings
+from common import logs, redis_client, settings
 from common.errors import ValidationError
 
 
@@ -18,8 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = settings.load(AgentSettings, args)
-    except ValidationError as err:
-        parser.error(str(err))
+        redis_client.check_url(config.redis_target())
+    except (ValidationError, ValueError) as err:
+        print(f"pi-agent: {err}", file=sys.stderr)  # one line: no usage dump
+        return 2
     logs.configure(config.log_level, config.log_json)
     asyncio.run(serve(config))
     return 0

@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -132,14 +132,23 @@ def load(cls: type[T], args: argparse.Namespace | None = None,
     return cls(**values)
 
 
+SECRET_PARAMS: Final = ("sentinel_password", "password")
+"""Query parameters of a Redis URL that carry a password."""
+
+
 def mask_url(url: str) -> str:
-    """A URL with its password replaced by ``***``."""
+    """A URL with its passwords (in the authority and in the query) replaced by ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.netloc.rsplit("@", 1)[0].partition(":")[0]
+        parts = parts._replace(netloc=f"{user}:***@{netloc}")
+    if parts.query:
+        query = "&".join(
+            f"{name}=***" if name in SECRET_PARAMS else f"{name}={value}" if sep else name
+            for name, sep, value in (item.partition("=") for item in parts.query.split("&")))
+        parts = parts._replace(query=query)
+    return urlunsplit(parts)
 
 
 def describe(settings: Any) -> dict[str, Any]:

@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     try:
         config = settings.load(ControllerSettings, args)
-    except ValidationError as err:
-        parser.error(str(err))
+        redis_client.check_url(config.redis_target())
+    except (ValidationError, ValueError) as err:
+        print(f"pi-controller: {err}", file=sys.stderr)  # one line: no usage dump
+        return 2
     logs.configure(config.log_level, config.log_json)
     from controller.server import run
 

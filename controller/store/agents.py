@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 from common import events
 from common.errors import ValidationError
 from common.keys import INGEST_GROUP, Keys
-from common.redis_client import Redis
+from common.redis_client import SENTINEL_SCHEMES, Redis, parse_sentinel_url
 from controller.discovery.recognise import NODE_ID_RE
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,14 @@ def acl_rules(keys: Keys, node_id: str, password_sha256: str) -> list[str]:
 
 
 def agent_url(controller_url: str, agent_address: str, username: str, password: str) -> str:
-    """The URL an agent connects with: the Pis' view of Redis, the agent's own user."""
+    """The URL an agent connects with: the Pis' view of Redis, the agent's own user.
+
+    Behind Sentinel the agent asks the same Sentinels (or ``agent_address``: the Pis' view
+    of them, comma-separated) with the controller's Sentinel credentials, which should be a
+    Sentinel user that may only look up the primary."""
+    if urlsplit(controller_url).scheme in SENTINEL_SCHEMES:
+        return parse_sentinel_url(controller_url).url(
+            username=username, password=password, sentinels=agent_address or None)
     parts = urlsplit(controller_url)
     scheme = "rediss" if parts.scheme == "rediss" else "redis"
     address = agent_address or f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
