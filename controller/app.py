@@ -59,6 +59,8 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[appkeys.STORE] = store
     app[appkeys.HUB] = hub
     app[appkeys.FEED] = Feed(store.events, hub)
+    # What a failover lost may include desired pin states: re-derive what agents read.
+    app[appkeys.FEED].on_lost_events.append(lambda: _rebuild_desired(store))
     app[appkeys.TOKENS] = auth.TokenStore(store.tokens, settings.session_ttl)
     catch_up = CatchUp(store)
     app[appkeys.WS] = WebSockets(
@@ -145,6 +147,10 @@ async def trim_by_age(app: web.Application) -> None:
         with contextlib.suppress(*redis_client.UNAVAILABLE):
             await store.events.trim_older_than(settings.stream_max_age)
         await asyncio.sleep(TRIM_INTERVAL)
+
+
+async def _rebuild_desired(store: Store) -> None:
+    await store.gpio.rebuild_desired()
 
 
 async def close_sockets(app: web.Application) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from common import events
 from common.errors import DecodeError
@@ -44,6 +44,10 @@ class Feed:
         self.dead_letters = 0
         self.ready = asyncio.Event()
         self.listeners: list[Callable[[events.Event], None]] = []
+        self.on_lost_events: list[Callable[[], Awaitable[None]]] = []
+        """Run after the stream lost events this feed had delivered (a failover)."""
+        self.lost_events = 0
+        """How many times that happened."""
 
     async def _start_position(self) -> str:
         return await self._log.last_id()
@@ -55,12 +59,40 @@ class Feed:
                 if self.position is None:
                     self.position = await self._start_position()
                     self._hub.advance(self.position)
+                else:
+                    await self._check_continuity()
                 self.ready.set()
+                delay = 0.1
                 await self._read_forever()
             except UNAVAILABLE as err:
                 logger.warning("event feed lost Redis (%s); retrying", type(err).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _check_continuity(self) -> None:
+        """Is the last event delivered still in the stream? After a failover the promoted
+        replica may lack the newest writes (replication is asynchronous): then every
+        client is told to re-read state (ws.resync) instead of missing them silently, new
+        ids are made to follow the lost ones (ids never go back), and reading goes on
+        from the newest event the stream kept."""
+        position = self.position
+        if position is None or position == "0-0" or await self._log.holds(position):
+            return
+        info = await self._log.info()
+        if info.first_id is not None and events.id_key(position) < events.id_key(
+                info.first_id):
+            return  # trimmed past it (the feed was far behind): not a loss
+        kept = await self._log.last_at_or_before(position) or "0-0"
+        await self._log.ids_after(position)
+        self.lost_events += 1
+        logger.warning("the event stream lost the events after %s up to %s (a Redis failover "
+                       "before they were replicated?): telling every client to re-read state",
+                       kept, position)
+        self._hub.resync_all(f"the store lost events after {kept} (a failover); re-read "
+                             "state")
+        self.position = kept
+        for callback in self.on_lost_events:
+            await callback()
 
     async def _read_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -69,6 +101,7 @@ class Feed:
             assert self.position is not None
             entries = await self._log.read(self.position, READ_COUNT, BLOCK_MS)
             if not entries:
+                await self._check_continuity()  # quiet: the cheap moment to look
                 continue
             batch: list[Outgoing] = []
             for raw_id, fields in entries:

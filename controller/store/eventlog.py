@@ -7,6 +7,7 @@ announce (``Store.stage_event``); ``append`` is for events that change no state.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -94,6 +95,20 @@ class EventLog:
     async def last_id(self) -> str:
         last = await self._redis.xrevrange(self._keys.events, count=1)
         return str(last[0][0].decode()) if last else "0-0"
+
+    async def holds(self, entry_id: str) -> bool:
+        """Is the entry ``entry_id`` in the stream?"""
+        return bool(await self._redis.xrange(self._keys.events, min=entry_id, max=entry_id,
+                                             count=1))
+
+    async def last_at_or_before(self, entry_id: str) -> str | None:
+        found = await self._redis.xrevrange(self._keys.events, max=entry_id, count=1)
+        return str(found[0][0].decode()) if found else None
+
+    async def ids_after(self, entry_id: str) -> None:
+        """Make the next ids follow ``entry_id`` (XSETID), unless they already do."""
+        with contextlib.suppress(ResponseError):  # newer entries exist: their ids follow it
+            await self._redis.execute_command("XSETID", self._keys.events, entry_id)
 
     async def read(self, after: str, count: int, block_ms: int) -> list[Entry]:
         """Entries after ``after``, waiting up to ``block_ms`` for the first."""

@@ -41,6 +41,12 @@ class CatchUp:
                                                "beyond the newest event); re-read state and "
                                                "resume from the next event"))
             return None
+        if since != "0-0" and not await log.holds(since):
+            # Every id we send stays in the stream until trimmed (checked above): this one
+            # was lost in a failover, or never existed. A replay from it could skip events.
+            client.send(messages.resync(since, "this id is not in the event stream (lost in "
+                                               "a failover?); re-read state"))
+            return None
         position, sent = since, 0
         while not client.closed:
             page = await log.page(after=position, count=REPLAY_PAGE)

@@ -171,6 +171,10 @@ class Client:
         self.subscription = subscription
         self.hub.add(self)
 
+    def resync(self, reason: str) -> None:
+        """What it was sent may be gone from the store: it should re-read state."""
+        self.send(messages.resync(self.last_id or "0-0", reason))
+
     def snapshot_queued(self) -> bool:
         """Is a snapshot sent earlier possibly still in our write buffer?"""
         if self._snapshot_queued and not self.transport.get_write_buffer_size():

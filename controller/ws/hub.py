@@ -154,6 +154,10 @@ class Hub:
                 else:
                     client.ping()
 
+    def resync_all(self, reason: str) -> None:
+        for client in self.clients():
+            client.resync(reason)
+
     def close_all(self, code: CloseCode, reason: str) -> None:
         for client in self.clients():
             client.kick(code, reason)
