@@ -51,3 +51,8 @@ class ForbiddenError(AuthError):
 
 class TemporaryError(PiControllerError):
     pass
+
+
+class NotReplicatedError(TemporaryError):
+    """A write committed on the Redis primary that too few replicas confirmed in time: it
+    may be lost if the primary fails before they catch up."""

@@ -29,6 +29,7 @@ from controller.provision import app as provision_app
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.store.agents import AgentAccess
+from controller.store.tx import Confirm
 from controller.ws import endpoint as ws_endpoint
 from controller.ws.access import Access
 from controller.ws.catchup import CatchUp
@@ -47,8 +48,10 @@ def create_app(settings: ControllerSettings) -> web.Application:
     keys = Keys(settings.redis_prefix)
     redis_url = settings.redis_target()
     redis = redis_client.connect(redis_url, ca_file=settings.redis_ca_file)
+    confirm = (Confirm(settings.redis_min_replicas, int(settings.redis_replica_timeout * 1000))
+               if settings.redis_min_replicas > 0 else None)
     store = Store(redis, keys, stream_maxlen=settings.stream_maxlen,
-                  metrics_history=settings.metrics_history)
+                  metrics_history=settings.metrics_history, confirm=confirm)
     hub = Hub(soft_limit=settings.ws_soft_buffer, hard_limit=settings.ws_hard_buffer)
     app = web.Application(middlewares=[
         errors.error_middleware,

@@ -18,6 +18,10 @@ class ControllerSettings(RedisSettings, LoggingSettings):
     stream_maxlen: int = setting(100_000, "events kept in the stream, at most (approximate)")
     stream_max_age: float = setting(7 * 24 * 3600.0, "seconds an event is kept in the stream, "
                                     "at most; resuming from older gives ws.resync")
+    redis_min_replicas: int = setting(0, "replicas that must confirm GPIO, token and cluster "
+                                      "writes (WAIT) before they are answered; 0: do not wait")
+    redis_replica_timeout: float = setting(0.5, "seconds to wait for those replicas; fewer in "
+                                           "time is a 503 (the write is on the primary only)")
     ws_heartbeat: float = setting(25.0, "seconds between WebSocket pings; a peer that misses "
                                   "the pong is closed")
     ws_soft_buffer: int = setting(256 * 1024, "bytes queued to a client before its updates are "

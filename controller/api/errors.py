@@ -18,6 +18,7 @@ from common.errors import (
     DecodeError,
     ForbiddenError,
     NotFoundError,
+    NotReplicatedError,
     TemporaryError,
     ValidationError,
 )
@@ -54,6 +55,8 @@ def error_body(err: BaseException) -> tuple[int, dict[str, Any]]:
         return 403, {"error": "forbidden", "reason": str(err), "message": str(err)}
     if isinstance(err, AuthError):
         return 401, {"error": "unauthorized", "reason": str(err), "message": str(err)}
+    if isinstance(err, NotReplicatedError):
+        return 503, {"error": "not_replicated", "reason": str(err), "message": str(err)}
     if isinstance(err, (TemporaryError, *UNAVAILABLE)):
         return 503, {"error": "unavailable", "reason": "the state store is not reachable; "
                      "retry shortly", "message": "service unavailable"}

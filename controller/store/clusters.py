@@ -148,7 +148,7 @@ class Clusters:
                 self._store.stage_event(pipe, event)
 
         await tx.transact(self._redis, node_keys, body, what=f"the nodes of cluster "
-                          f"{cluster_id!r}", field="node_id")
+                          f"{cluster_id!r}", field="node_id", confirm=self._store.confirm)
 
     async def enqueue(self, cluster_id: str, jobs: Sequence[Job]) -> None:
         """Queue jobs of members (new ones, or failed ones again), each its member's job."""
@@ -168,7 +168,7 @@ class Clusters:
             self._store.jobs.stage_enqueue(pipe, jobs)
 
         await tx.transact(self._redis, [], body, what=f"cluster {cluster_id!r}",
-                          field="cluster")
+                          field="cluster", confirm=self._store.confirm)
 
     # --- the cluster record ----------------------------------------------------------
 
@@ -187,7 +187,7 @@ class Clusters:
             return True
 
         return await tx.transact(self._redis, [key], body, what=f"cluster {cluster.id!r}",
-                                 field="cluster")
+                                 field="cluster", confirm=self._store.confirm)
 
     async def mark_deleting(self, cluster_id: str) -> bool:
         """The cluster is being deleted (its members are leaving); False if it is gone."""
@@ -201,7 +201,7 @@ class Clusters:
             return True
 
         return await tx.transact(self._redis, [key], body, what=f"cluster {cluster_id!r}",
-                                 field="cluster")
+                                 field="cluster", confirm=self._store.confirm)
 
     async def delete_empty(self, cluster_id: str) -> bool:
         """Delete a cluster that has no members, and announce it; False if it is gone,
@@ -224,7 +224,7 @@ class Clusters:
             return True
 
         return await tx.transact(self._redis, [key], body, what=f"cluster {cluster_id!r}",
-                                 field="cluster")
+                                 field="cluster", confirm=self._store.confirm)
 
     async def set_token_digest(self, cluster_id: str, digest: str) -> None:
         """Record the SHA-256 of the join token the cluster's first server holds."""
@@ -247,7 +247,7 @@ class Clusters:
             return True
 
         return await tx.transact(self._redis, [key], body, what=f"cluster {cluster_id!r}",
-                                 field="cluster")
+                                 field="cluster", confirm=self._store.confirm)
 
     # --- one member ------------------------------------------------------------------
 
@@ -297,7 +297,7 @@ class Clusters:
             return True
 
         return await tx.transact(self._redis, [key], body, what=f"cluster {cluster_id!r}",
-                                 field="cluster")
+                                 field="cluster", confirm=self._store.confirm)
 
     async def remove_member(self, cluster_id: str, node_id: str, ip_address: str,
                             node_status: str) -> tuple[Cluster, bool] | None:
@@ -335,4 +335,4 @@ class Clusters:
             return cluster, deleted
 
         return await tx.transact(self._redis, [ckey], body, what=f"cluster {cluster_id!r}",
-                                 field="cluster")
+                                 field="cluster", confirm=self._store.confirm)

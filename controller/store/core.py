@@ -16,6 +16,7 @@ from redis.asyncio.client import Pipeline
 from common import events
 from common.keys import EVENT_FIELD, Keys
 from common.redis_client import Redis
+from controller.store.tx import Confirm
 
 if TYPE_CHECKING:
     from controller.store.leases import Lease, Presence
@@ -32,7 +33,7 @@ return #ARGV - 1
 
 class Store:
     def __init__(self, client: Redis, keys: Keys, *, stream_maxlen: int,
-                 metrics_history: int = 120) -> None:
+                 metrics_history: int = 120, confirm: Confirm | None = None) -> None:
         from controller.store.alerts import Alerts
         from controller.store.clusters import Clusters
         from controller.store.discovery import DiscoveryRecords
@@ -45,6 +46,8 @@ class Store:
         from controller.store.tokens import Tokens
 
         self.keys = keys
+        self.confirm = confirm
+        """Replicas that must confirm the writes that matter (GPIO, tokens, clusters)."""
         self.stream_maxlen = stream_maxlen
         self.metrics_history = max(metrics_history, 1)
         """Health reports kept per node."""

@@ -124,7 +124,8 @@ class GpioResources:
             self._store.stage_event(pipe, events.gpio_resource_changed(
                 name, spec.node_name, action, actor=actor, request_id=request_id))
 
-        await tx.transact(redis, [keys.gpio(name)], body, what=f"GPIOPin {name!r}")
+        await tx.transact(redis, [keys.gpio(name)], body, what=f"GPIOPin {name!r}",
+                          confirm=self._store.confirm)
         stored_pin = await self.get(name)
         assert stored_pin is not None
         return stored_pin
@@ -145,7 +146,8 @@ class GpioResources:
                 name, previous.spec.node_name, "deleted", actor=actor,
                 request_id=request_id))
 
-        await tx.transact(self._redis, [keys.gpio(name)], body, what=f"GPIOPin {name!r}")
+        await tx.transact(self._redis, [keys.gpio(name)], body, what=f"GPIOPin {name!r}",
+                          confirm=self._store.confirm)
 
     def _release_claim(self, pipe: Pipeline, previous: gpio.GpioPin,
                        keep: gpio.GpioPin | None) -> None:

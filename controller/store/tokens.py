@@ -4,11 +4,14 @@ shown once and never kept."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
+from redis.asyncio.client import Pipeline
 
 from common.redis_client import Redis
+from controller.store import tx
 
 if TYPE_CHECKING:
     from controller.store.core import Store
@@ -39,11 +42,22 @@ _session_decoder: Final = msgspec.json.Decoder(SessionRecord)
 
 class Tokens:
     def __init__(self, store: Store, client: Redis) -> None:
+        self._store = store
         self._redis = client
         self._keys = store.keys
 
     async def put(self, token_digest: str, principal: Principal) -> None:
-        await self._redis.hset(self._keys.tokens, token_digest, _encoder.encode(principal))
+        await self._write(lambda pipe: pipe.hset(self._keys.tokens, token_digest,
+                                                 _encoder.encode(principal)))
+
+    async def _write(self, stage: Callable[[Pipeline], object]) -> None:
+        """One write, confirmed by replicas where the store asks for that."""
+        async def body(pipe: Pipeline) -> None:
+            pipe.multi()
+            stage(pipe)
+
+        await tx.transact(self._redis, [], body, what="the tokens", field="name",
+                          confirm=self._store.confirm)
 
     async def get(self, token_digest: str) -> Principal | None:
         raw = await self._redis.hget(self._keys.tokens, token_digest)
@@ -58,7 +72,7 @@ class Tokens:
         raw = await self._redis.hgetall(self._keys.tokens)
         doomed = [k for k, v in raw.items() if _decoder.decode(v).name == name]
         if doomed:
-            await self._redis.hdel(self._keys.tokens, *doomed)
+            await self._write(lambda pipe: pipe.hdel(self._keys.tokens, *doomed))
         return len(doomed)
 
     async def put_session(self, session_digest: str, record: SessionRecord, ttl: int) -> None:
