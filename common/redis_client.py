@@ -168,6 +168,21 @@ def _sentinel_client(target: SentinelTarget, common: dict[str, Any], ca_file: st
     return sentinel.master_for(target.service, max_connections=max_connections)
 
 
+async def replicas_of(client: Redis) -> list[Redis]:
+    """Clients of the primary's replicas, as its Sentinels list them (none without Sentinel),
+    with the primary's credentials: for what Redis does not replicate (ACL users). The
+    caller closes them."""
+    pool = client.connection_pool
+    manager = getattr(pool, "sentinel_manager", None)
+    if manager is None:
+        return []
+    kwargs = {k: v for k, v in pool.connection_kwargs.items()
+              if k in ("username", "password", "db", "ssl", "ssl_ca_certs",
+                       "socket_connect_timeout", "socket_timeout")}
+    return [aioredis.Redis(host=host, port=port, **kwargs)
+            for host, port in await manager.discover_slaves(pool.service_name)]
+
+
 async def wait_until_ready(client: Redis, url: str, *, timeout: float | None = 30.0) -> None:
     """Wait for PING to answer, logging (without the password) while it does not."""
     delay = 0.05

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 import msgspec
 from redis.exceptions import ResponseError
 
-from common import events
+from common import events, redis_client
 from common.errors import ValidationError
 from common.keys import INGEST_GROUP, Keys
 from common.redis_client import SENTINEL_SCHEMES, Redis, parse_sentinel_url
@@ -97,6 +97,7 @@ class AgentAccess:
         await self._redis.incr(self._keys.agents_version)
         await self._ensure_ingress(node_id)
         await self._disconnect(username)
+        await self._sync_replicas()
         logger.info("agent credentials issued for node %s (user %s)", node_id, username)
         return AgentCredentials(redis_url=agent_url(self._redis_url, self._agent_address,
                                                     username, password), username=username)
@@ -108,6 +109,7 @@ class AgentAccess:
         await self._redis.incr(self._keys.agents_version)
         await self._redis.execute_command("ACL", "DELUSER", username)
         await self._disconnect(username)
+        await self._sync_replicas()
         if removed:
             logger.info("agent credentials of node %s revoked", node_id)
         return bool(removed)
@@ -136,14 +138,43 @@ class AgentAccess:
 
     async def repair(self, node_ids: list[str]) -> int:
         """Re-apply the users when Redis has lost any of them (it restarted, or someone
-        deleted one by hand); returns how many were missing."""
+        deleted one by hand), and copy them to the replicas Sentinel knows (ACLs are not
+        replicated: a promoted replica must have them already); returns how many the
+        primary was missing."""
         present = {u.decode() for u in await self._redis.execute_command("ACL", "USERS")}
         missing = [n for n in node_ids if self._keys.agent_user(n) not in present]
         if missing:
             logger.warning("Redis had lost %d agent user(s) (restarted without them?); "
                            "re-creating them", len(missing))
             await self.apply_all(missing)
+        await self._sync_replicas()
         return len(missing)
+
+    async def _sync_replicas(self) -> None:
+        """Make every replica's agent users those of the primary."""
+        replicas = await redis_client.replicas_of(self._redis)
+        if not replicas:
+            return
+        records = {n.decode(): _record_decoder.decode(raw)
+                   for n, raw in (await self._redis.hgetall(self._keys.agents)).items()}
+        wanted = {self._keys.agent_user(n) for n in records}
+        prefix = self._keys.agent_user("")
+        for replica in replicas:
+            try:
+                present = {u.decode() for u in await replica.execute_command("ACL", "USERS")}
+                for node_id, record in records.items():
+                    if record.username not in present:
+                        await replica.execute_command(
+                            "ACL", "SETUSER", record.username,
+                            *acl_rules(self._keys, node_id, record.password_sha256))
+                for stale in present - wanted:
+                    if stale.startswith(prefix):
+                        await replica.execute_command("ACL", "DELUSER", stale)
+            except (*redis_client.UNAVAILABLE, ResponseError) as err:
+                logger.warning("could not copy agent users to a replica (%s); retrying later",
+                               type(err).__name__)
+            finally:
+                await replica.aclose()
 
     async def _apply(self, node_id: str, record: AgentRecord) -> None:
         await self._redis.execute_command(
