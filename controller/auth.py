@@ -77,7 +77,7 @@ class TokenStore:
     async def ensure(self, token: str, name: str, role: Role) -> None:
         """Install a token given from outside (the bootstrap admin token)."""
         await self._records.put(digest(token), Principal(name=name, role=role,
-                                                          created=time.time()))
+                                                          created=time.time()), confirm=False)
 
     async def create(self, name: str, role: str) -> str:
         if role not in ROLES:
@@ -87,7 +87,8 @@ class TokenStore:
         if any(p.name == name for p in await self.list()):
             raise ValidationError("name", f"a token named {name!r} exists already")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        await self.ensure(token, name, role)  # type: ignore[arg-type]
+        await self._records.put(digest(token), Principal(
+            name=name, role=role, created=time.time()))  # type: ignore[arg-type]
         return token
 
     async def list(self) -> list[Principal]:

@@ -46,18 +46,21 @@ class Tokens:
         self._redis = client
         self._keys = store.keys
 
-    async def put(self, token_digest: str, principal: Principal) -> None:
+    async def put(self, token_digest: str, principal: Principal, *, confirm: bool = True
+                  ) -> None:
+        """Store a token; ``confirm``: by replicas too, where the store asks for that (the
+        bootstrap token, installed again at every start, is not held up by them)."""
         await self._write(lambda pipe: pipe.hset(self._keys.tokens, token_digest,
-                                                 _encoder.encode(principal)))
+                                                 _encoder.encode(principal)), confirm)
 
-    async def _write(self, stage: Callable[[Pipeline], object]) -> None:
+    async def _write(self, stage: Callable[[Pipeline], object], confirm: bool = True) -> None:
         """One write, confirmed by replicas where the store asks for that."""
         async def body(pipe: Pipeline) -> None:
             pipe.multi()
             stage(pipe)
 
         await tx.transact(self._redis, [], body, what="the tokens", field="name",
-                          confirm=self._store.confirm)
+                          confirm=self._store.confirm if confirm else None)
 
     async def get(self, token_digest: str) -> Principal | None:
         raw = await self._redis.hget(self._keys.tokens, token_digest)
