@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis
 
 from common.keys import Keys
 from tests.conftest import running_controller
@@ -164,7 +165,7 @@ async def test_losing_the_primary_keeps_the_fleet(cluster: SentinelSet, tmp_path
             ids = client.ids()
             keys = [tuple(map(int, i.split("-"))) for i in ids]
             assert keys == sorted(set(keys)), "ids went back or repeated"
-            survivor = cluster.server_on(cluster.current_primary_port()).client()
+            survivor = redis.Redis(port=cluster.current_primary_port(), password=PASSWORD)
             stream = [raw.decode() for raw, _ in survivor.xrange(Keys().events)]
             survivor.close()
             received = set(ids)
@@ -220,3 +221,58 @@ async def test_writes_that_need_a_replica_say_when_none_confirms(cluster: Sentin
         async with http.get(f"{url}/api/v1/tokens") as reply:
             names = [t["name"] for t in (await reply.json())["items"]]
             assert "wall" in names  # on the primary: the answer said it may be lost
+
+
+async def test_events_lost_in_a_failover_become_a_resync_never_a_gap(
+        cluster: SentinelSet) -> None:
+    """The replica is frozen while events are written, then the primary dies: the promoted
+    replica lacks events clients already have. They are told (ws.resync), ids go on after
+    the lost ones, and resuming from a lost id gives ws.resync rather than a replay."""
+    from common import events
+    from common.keys import EVENT_FIELD
+    from controller import appkeys
+    from tests.support.wsclient import WsRecorder
+
+    primary = redis.Redis(port=cluster.current_primary_port(), password=PASSWORD)
+    [replica] = [s for s in cluster.servers if s.port != cluster.current_primary_port()]
+
+    def replica_link() -> str:
+        client = redis.Redis(port=replica.port, password=PASSWORD)
+        try:
+            return str(client.info("replication").get("master_link_status"))
+        finally:
+            client.close()
+
+    def publish(count: int) -> list[str]:
+        return [primary.xadd(Keys().events, {EVENT_FIELD: events.encode(
+            events.node_status_changed(f"pi-{n}", "ready"))}).decode() for n in range(count)]
+
+    async with running_controller(cluster.sentinel_url(password=PASSWORD)) as controller, \
+            aiohttp.ClientSession(headers=AUTH) as http, \
+            WsRecorder(http, controller.ws_url) as ws:
+        kept = publish(3)
+        await ws.wait_for(lambda m: m.get("id") == kept[-1], 10, "the replicated events")
+        # Cut the replica off: it cannot log in again, so what follows is the primary's only.
+        primary.execute_command("ACL", "SETUSER", "default", "resetpass", ">changed")
+        primary.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        await wait_until(lambda: replica_link() == "down", 10,
+                         what="the replica cut off")
+        lost = publish(3)
+        await ws.wait_for(lambda m: m.get("id") == lost[-1], 10, "the doomed events")
+        old = cluster.kill_primary()
+        primary.close()
+        cluster.wait_for_new_primary(old.port)
+        resync = await ws.wait_for(lambda m: m["type"] == "ws.resync", 30, "ws.resync")
+        assert resync["since"] == lost[-1]
+        assert controller.app[appkeys.FEED].lost_events == 1
+        primary = redis.Redis(port=cluster.current_primary_port(), password=PASSWORD)
+        survivors = [raw.decode() for raw, _ in primary.xrange(Keys().events)]
+        assert survivors[-3:] == kept and not set(lost) & set(survivors)
+        [after] = publish(1)
+        assert _key(after) > _key(lost[-1])  # ids never go back
+        await ws.wait_for(lambda m: m.get("id") == after, 10, "an event after the failover")
+        primary.close()
+        async with WsRecorder(http, f"{controller.ws_url}?since={lost[0]}") as late:
+            again = await late.wait_for(lambda m: m["type"] == "ws.resync", 10, "ws.resync")
+            assert again["since"] == lost[0]
+            assert not [m for m in late.messages if m.get("id") == after]
