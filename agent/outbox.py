@@ -51,6 +51,7 @@ class Link:
         self.up = False
         self.down_since: float | None = time.monotonic()
         self.refused = False
+        self._said_unreachable = False
         self._listeners: list[Callable[[bool], None]] = []
 
     def failed(self, err: BaseException) -> None:
@@ -61,6 +62,10 @@ class Link:
             logger.error("Redis refused this agent's credentials (%s); retrying with backoff. "
                          "Issue new ones with POST /api/v1/nodes/{id}/agent-credentials and "
                          "put them in the agent's config", type(err).__name__)
+        elif not self.refused and not self._said_unreachable:
+            self._said_unreachable = True  # once per outage, from start-up on too
+            logger.warning("Redis unreachable (%s): keeping reports in the outbox and "
+                           "retrying", type(err).__name__)
         self.set(False)
 
     def listen(self, callback: Callable[[bool], None]) -> None:
@@ -73,6 +78,7 @@ class Link:
         self.down_since = None if up else time.monotonic()
         if up:
             self.refused = False
+            self._said_unreachable = False
         for callback in self._listeners:
             callback(up)
 
@@ -130,9 +136,6 @@ class Outbox:
             try:
                 await self._write(batch)
             except (*UNAVAILABLE, NoPermissionError) as err:
-                if self._link.up and not isinstance(err, AuthenticationError | NoPermissionError):
-                    logger.warning("Redis unreachable (%s): keeping reports in the outbox",
-                                   type(err).__name__)
                 self._link.failed(err)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, REFUSED_BACKOFF if self._link.refused else 2.0)

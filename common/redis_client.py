@@ -161,8 +161,12 @@ def _sentinel_client(target: SentinelTarget, common: dict[str, Any], ca_file: st
         tls = {"ssl": True, **({"ssl_ca_certs": ca_file} if ca_file else {})}
     sentinel = Sentinel(
         list(target.sentinels),
+        # Asking the Sentinels fails fast (the next one is asked, and the caller's retries
+        # and logging take over): redis-py's default would spend up to half a minute per
+        # lookup with no word in the log.
         sentinel_kwargs={"username": target.sentinel_username,
                          "password": target.sentinel_password,
+                         "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1),
                          "socket_connect_timeout": 3.0, "socket_timeout": 3.0, **tls},
         username=target.username, password=target.password, db=target.db, **tls, **common)
     return sentinel.master_for(target.service, max_connections=max_connections)
