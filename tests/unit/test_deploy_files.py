@@ -263,3 +263,26 @@ def test_kubernetes_secrets_are_created_as_documented() -> None:
                 used.add(volume["secret"]["secretName"])
     assert {"pi-controller", "pi-controller-redis", "pi-agent-credentials"} <= used
     assert used <= documented, used - documented
+
+
+def test_the_ha_profile_adds_a_replica_and_three_sentinels_and_points_everything_at_them(
+        ) -> None:
+    ha = yaml.safe_load((ROOT / "deploy/ha/compose.ha.yml").read_text())["services"]
+    base = compose()["services"]
+    sentinels = [name for name in ha if name.startswith("sentinel-")]
+    assert len(sentinels) == 3 and all(ha[s]["profiles"] == ["ha"] for s in sentinels)
+    assert ha["redis-replica"]["profiles"] == ["ha"]
+    replica = ha["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1] == "redis"
+    for name in ("redis", "redis-replica"):  # the same users on whichever is primary
+        command = ha[name]["command"]
+        assert {"pic-controller", "pic-sentinel", "+psync", "+slaveof"} <= set(command)
+        assert command[command.index("--masteruser") + 1] == "pic-controller"
+    for name in ("controller", "enroll"):
+        url = ha[name]["environment"]["PIC_REDIS_URL"]
+        assert url.startswith("redis+sentinel://pic-controller:") and url.endswith("/pic/0")
+        assert all(f"{s}:26379" in url for s in sentinels)
+        assert name in base
+    script = ha["sentinel-1"]["command"][0]
+    assert "sentinel monitor pic redis 6379 2" in script
+    assert "sentinel auth-user pic pic-sentinel" in script
