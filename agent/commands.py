@@ -157,6 +157,16 @@ class Reconciler:
                 # command itself is then skipped as already applied.
                 await self._manager.apply(name, spec, generation, actor=item.actor,
                                           request_id=item.request_id, reason="reconcile")
+            elif owned.generation > generation:
+                # The store went back: a Redis failover lost the command this pin follows
+                # (or the resource was made anew). What the store holds is the truth.
+                logger.warning("GPIO %s: the store declares an older state (generation %d) "
+                               "than this pin follows (%d); re-applying the store's", name,
+                               generation, owned.generation)
+                await self._manager.apply(name, spec, generation, actor=item.actor,
+                                          request_id=item.request_id,
+                                          reason="re-applied: the store went back",
+                                          force=True)
             elif await self._manager.drift(name):
                 logger.warning("GPIO %s drifted from its declared state; corrected", name)
                 await self._manager.apply(name, spec, generation, actor=owned.actor,

@@ -234,14 +234,6 @@ async def test_events_lost_in_a_failover_become_a_resync_never_a_gap(
     from tests.support.wsclient import WsRecorder
 
     primary = redis.Redis(port=cluster.current_primary_port(), password=PASSWORD)
-    [replica] = [s for s in cluster.servers if s.port != cluster.current_primary_port()]
-
-    def replica_link() -> str:
-        client = redis.Redis(port=replica.port, password=PASSWORD)
-        try:
-            return str(client.info("replication").get("master_link_status"))
-        finally:
-            client.close()
 
     def publish(count: int) -> list[str]:
         return [primary.xadd(Keys().events, {EVENT_FIELD: events.encode(
@@ -252,11 +244,7 @@ async def test_events_lost_in_a_failover_become_a_resync_never_a_gap(
             WsRecorder(http, controller.ws_url) as ws:
         kept = publish(3)
         await ws.wait_for(lambda m: m.get("id") == kept[-1], 10, "the replicated events")
-        # Cut the replica off: it cannot log in again, so what follows is the primary's only.
-        primary.execute_command("ACL", "SETUSER", "default", "resetpass", ">changed")
-        primary.execute_command("CLIENT", "KILL", "TYPE", "replica")
-        await wait_until(lambda: replica_link() == "down", 10,
-                         what="the replica cut off")
+        await cut_off(cluster)
         lost = publish(3)
         await ws.wait_for(lambda m: m.get("id") == lost[-1], 10, "the doomed events")
         old = cluster.kill_primary()
@@ -276,3 +264,74 @@ async def test_events_lost_in_a_failover_become_a_resync_never_a_gap(
             again = await late.wait_for(lambda m: m["type"] == "ws.resync", 10, "ws.resync")
             assert again["since"] == lost[0]
             assert not [m for m in late.messages if m.get("id") == after]
+
+
+async def cut_off(cluster: SentinelSet) -> None:
+    """Cut the replica off its primary (it can no longer log in to it), so what is written
+    next is on the primary only: what a failover loses when replication lags."""
+    port = cluster.current_primary_port()
+    [replica] = [s for s in cluster.servers if s.port != port]
+    with redis.Redis(port=replica.port, password=PASSWORD) as client:
+        client.config_set("masterauth", "not-the-password")
+    with redis.Redis(port=port, password=PASSWORD) as client:
+        client.execute_command("CLIENT", "KILL", "TYPE", "replica")
+
+    def link() -> bool:
+        with redis.Redis(port=replica.port, password=PASSWORD) as client:
+            return client.info("replication").get("master_link_status") == "down"
+    await wait_until(link, 10, what="the replica cut off")
+
+
+@pytest.mark.timeout(120)
+async def test_a_gpio_change_lost_in_a_failover_is_undone_on_the_pin(
+        cluster: SentinelSet, tmp_path: Path) -> None:
+    """The change was applied to the pin, then lost with the primary: the store's state
+    is the truth, so the agent puts the pin back and says so."""
+    from tests.support.wsclient import WsRecorder
+
+    url = cluster.sentinel_url(password=PASSWORD)
+    controller = processes.controller(url, tmp_path / "controller.log").start()
+    agent = processes.agent(url, NODE, tmp_path / "agent.log")
+    try:
+        await processes.wait_ready(controller.url, controller)  # type: ignore[attr-defined]
+        agent.start()
+        api = f"{controller.url}/api/v1"  # type: ignore[attr-defined]
+        ws_url = f"{controller.url.replace('http', 'ws')}/ws"  # type: ignore[attr-defined]
+        async with aiohttp.ClientSession(headers=AUTH) as http, WsRecorder(http, ws_url) as ws:
+
+            def relay(state: str, reason: str | None = None) -> Any:
+                return lambda m: (m["type"] == "gpio.state.changed"
+                                  and m["resource"] == "relay" and m["data"]["state"] == state
+                                  and (reason is None or m["data"].get("reason") == reason))
+
+            async def created() -> bool:
+                async with http.post(f"{api}/gpio", json={
+                        "apiVersion": "hardware.pi-controller.io/v1", "kind": "GPIOPin",
+                        "metadata": {"name": "relay"}, "spec": {
+                            "nodeName": NODE, "pin": 17, "mode": "output",
+                            "state": "low"}}) as reply:
+                    return reply.status == 201
+            await wait_until(created, 30, what="the relay created (the node registered)")
+            await ws.wait_for(relay("low"), 20, "the relay low")
+            await cut_off(cluster)
+            async with http.patch(f"{api}/gpio/relay", json={"spec": {"state": "high"}}
+                                  ) as reply:
+                assert reply.status == 200, await reply.text()
+            await ws.wait_for(relay("high"), 20, "the relay high (on the primary only)")
+            old = cluster.kill_primary()
+            cluster.wait_for_new_primary(old.port)
+            await ws.wait_for(lambda m: m["type"] == "ws.resync", 30, "ws.resync")
+            back = await ws.wait_for(relay("low", "re-applied: the store went back"), 60,
+                                     "the pin put back to the store's state")
+            assert ws.messages.index(back) > ws.messages.index(
+                next(m for m in ws.messages if relay("high")(m)))
+
+            async def settled() -> dict[str, Any] | None:
+                async with http.get(f"{api}/gpio/relay") as reply:
+                    body: dict[str, Any] = await reply.json()
+                return body if body["status"].get("state") == "low" else None
+            body = await wait_until(settled, 20, what="the resource's status low")
+            assert body["spec"]["state"] == "low"
+    finally:
+        await asyncio.to_thread(agent.stop)
+        await asyncio.to_thread(controller.stop)
