@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from common import redis_client
-from tests.support.redis_server import free_port
+from tests.support.redis_server import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD_VARIABLE = re.compile(r"\$\{PIC_REDIS_PASSWORD(?::\?[^}]*)?\}")
@@ -145,16 +145,6 @@ def start_server(directory: Path, config: Path, overrides: list[str], *, port: i
         probe.close()
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     remote = non_loopback_address()
@@ -164,7 +154,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     process, log = start_server(directory, shipped_config(), ["--port", str(port)], port=port,
                                 bind=bind)
     yield Server(process, port, log, remote)
-    stop(process)
+    stop_process(process)
 
 
 def unique(prefix: str) -> str:
@@ -529,4 +519,4 @@ def test_the_commented_tls_block_serves_rediss_with_a_ca_file(tmp_path: Path) ->
         if Path("/proc/net/tcp").exists():
             assert listening_ports(process.pid) == {tls_port}, log.read_text()[-2000:]
     finally:
-        stop(process)
+        stop_process(process)

@@ -30,7 +30,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port, stop_process
 
 T = TypeVar("T")
 
@@ -120,16 +120,6 @@ def _launch(args: list[str], log: Path, probe: Any, what: str, timeout: float
             time.sleep(0.02)
     finally:
         probe.close()
-
-
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 class ReplicatedRedis(RedisServer):
@@ -225,7 +215,7 @@ class SentinelProcess:
             self.process.wait(10)
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop_process(self.process)
 
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
