@@ -49,6 +49,14 @@ class ForbiddenError(AuthError):
     pass
 
 
+class ThrottledError(PiControllerError):
+    """Too many attempts: try again after ``retry_after`` seconds (429)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class TemporaryError(PiControllerError):
     pass
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from common import redis_client
+from common import events, redis_client
 from common.keys import Keys
 from common.tasks import TaskOwner
 from controller import appkeys, auth
 from controller.api import clusters as clusters_api
-from controller.api import errors
+from controller.api import errors, frontdoor
 from controller.api import events as events_api
 from controller.api import gpio as gpio_api
 from controller.api import health as health_api
@@ -55,8 +55,10 @@ def create_app(settings: ControllerSettings) -> web.Application:
     hub = Hub(soft_limit=settings.ws_soft_buffer, hard_limit=settings.ws_hard_buffer)
     app = web.Application(middlewares=[
         errors.error_middleware,
+        frontdoor.frontdoor_middleware,
         auth.make_middleware(lambda request: request.app[appkeys.TOKENS]),
     ])
+    app.on_response_prepare.append(frontdoor.add_security_headers)
     app[appkeys.SETTINGS] = settings
     app[appkeys.REDIS] = redis
     app[appkeys.STORE] = store
@@ -64,7 +66,10 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[appkeys.FEED] = Feed(store.events, hub)
     # What a failover lost may include desired pin states: re-derive what agents read.
     app[appkeys.FEED].on_lost_events.append(lambda: _rebuild_desired(store))
-    app[appkeys.TOKENS] = auth.TokenStore(store.tokens, settings.session_ttl)
+    app[appkeys.TOKENS] = auth.TokenStore(
+        store.tokens, settings.session_ttl,
+        on_lockout=lambda message: store.events.append(
+            events.system_log_created("warning", message, source="auth")))
     catch_up = CatchUp(store)
     app[appkeys.WS] = WebSockets(
         hub=hub, catch_up=catch_up, ops=Ops(catch_up),

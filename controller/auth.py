@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from common.errors import AuthError, ForbiddenError, NotFoundError, ValidationError
+from controller.login_throttle import LoginThrottle
 from controller.store.tokens import ROLES, Principal, Role, SessionRecord, Tokens
 
 __all__ = ["ROLES", "Credential", "Principal", "Role", "TokenStore", "credential_of", "digest",
@@ -54,10 +55,27 @@ thousands of dashboards costs one lookup per token, and a revocation bites withi
 class TokenStore:
     """Tokens and sessions as authentication needs them: looked up through a short cache."""
 
-    def __init__(self, records: Tokens, session_ttl: int) -> None:
+    def __init__(self, records: Tokens, session_ttl: int,
+                 on_lockout: Callable[[str], Awaitable[object]] | None = None) -> None:
         self._records = records
         self._session_ttl = session_ttl
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self.throttle = LoginThrottle()
+        self._on_lockout = on_lockout
+        """Told (a message without any token) when an address starts being locked out."""
+
+    async def verify(self, token: str, address: str) -> Principal:
+        """The token's principal; a wrong one counts against ``address`` (login_throttle),
+        and a locked-out address is refused without looking."""
+        self.throttle.check(address)
+        principal = await self.by_token(token)
+        if principal is None:
+            if self.throttle.failed(address) and self._on_lockout is not None:
+                await self._on_lockout(f"failed logins from {address}: locked out for a while "
+                                       "(someone guessing tokens?)")
+            raise AuthError("unknown or revoked token")
+        self.throttle.succeeded(address)
+        return principal
 
     async def _cached(self, key: str, load: Callable[[], Awaitable[Principal | None]]
                       ) -> Principal | None:
@@ -136,15 +154,13 @@ class TokenStore:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token:
                 raise AuthError("Authorization must be 'Bearer <token>'")
-            principal = await self.by_token(token.strip())
-            if principal is None:
-                raise AuthError("unknown or revoked token")
+            principal = await self.verify(token.strip(), request.remote or "?")
             return principal, TOKEN_CREDENTIAL + digest(token.strip())
         session = request.cookies.get(SESSION_COOKIE)
         if session:
-            principal = await self.by_session(session)
-            if principal is not None:
-                return principal, SESSION_CREDENTIAL + digest(session)
+            opened = await self.by_session(session)
+            if opened is not None:
+                return opened, SESSION_CREDENTIAL + digest(session)
             raise AuthError("session expired: log in again")
         raise AuthError("authentication required: send 'Authorization: Bearer <token>' "
                         "or log in")

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any, Final
 
 import msgspec
@@ -20,9 +19,11 @@ from common.errors import (
     NotFoundError,
     NotReplicatedError,
     TemporaryError,
+    ThrottledError,
     ValidationError,
 )
 from common.redis_client import UNAVAILABLE
+from controller.api.frontdoor import request_id_of
 from controller.auth import Handler
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def error_body(err: BaseException) -> tuple[int, dict[str, Any]]:
         return 403, {"error": "forbidden", "reason": str(err), "message": str(err)}
     if isinstance(err, AuthError):
         return 401, {"error": "unauthorized", "reason": str(err), "message": str(err)}
+    if isinstance(err, ThrottledError):
+        return 429, {"error": "too_many_requests", "reason": str(err), "message": str(err)}
     if isinstance(err, NotReplicatedError):
         return 503, {"error": "not_replicated", "reason": str(err), "message": str(err)}
     if isinstance(err, (TemporaryError, *UNAVAILABLE)):
@@ -66,7 +69,7 @@ def error_body(err: BaseException) -> tuple[int, dict[str, Any]]:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[REQUEST_ID] = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    request[REQUEST_ID] = request_id_of(request)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -85,6 +88,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             logger.exception("%s %s failed (request %s)", request.method, request.path,
                              request[REQUEST_ID])
         headers = {"X-Request-ID": request[REQUEST_ID]}
+        if isinstance(err, ThrottledError):
+            headers["Retry-After"] = str(err.retry_after)
         if status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="pi-controller"'
         return json_response(body, status, headers)
@@ -103,3 +108,5 @@ async def read_json(request: web.Request, max_bytes: int = 1 << 20) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as err:
         raise DecodeError(f"not valid JSON: {err}") from err
+    except RecursionError:
+        raise DecodeError("JSON nested too deeply") from None

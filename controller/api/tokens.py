@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from common.errors import AuthError, ValidationError
+from common.errors import ValidationError
 from controller import appkeys
 from controller.api.errors import json_response, read_json
 from controller.auth import SESSION_COOKIE, principal_of, requires
@@ -20,9 +20,7 @@ async def login(request: web.Request) -> web.Response:
     if not isinstance(token, str) or not token:
         raise ValidationError("token", "is required")
     store = request.app[appkeys.TOKENS]
-    principal = await store.by_token(token)
-    if principal is None:
-        raise AuthError("unknown or revoked token")
+    principal = await store.verify(token, request.remote or "?")
     session = await store.open_session(principal, token)
     response = json_response({"name": principal.name, "role": principal.role})
     response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="Strict",

@@ -1,0 +1,165 @@
+"""The front door: security headers on every response, request ids that are safe to log,
+CSRF refusals for cookie-authenticated requests from elsewhere, failed logins throttled,
+and bodies that cannot hurt the server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from common import events
+from common.keys import EVENT_FIELD, Keys
+from tests.conftest import RunningController
+from tests.support.processes import ADMIN_TOKEN
+from tests.support.waiting import wait_until
+
+GPIO = {"apiVersion": "hardware.pi-controller.io/v1", "kind": "GPIOPin"}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nodes", "/healthz", "/nope", "/ui/app.css", "/"])
+async def test_every_response_carries_the_security_headers(
+        controller: RunningController, http: aiohttp.ClientSession, path: str) -> None:
+    async with http.get(controller.url + path) as reply:
+        headers = reply.headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert "Strict-Transport-Security" not in headers  # plain HTTP: HSTS means nothing
+
+
+@pytest.mark.parametrize(("sent", "kept"), [
+    ("req-42.a_b", True), ("x" * 64, True), ("x" * 4096, False), ("two words", False),
+    ("semi;colon", False),
+])
+async def test_request_ids_are_kept_only_when_plain_and_short(
+        controller: RunningController, http: aiohttp.ClientSession, sent: str,
+        kept: bool) -> None:
+    async with http.get(f"{controller.url}/api/v1/nodes",
+                        headers={"X-Request-ID": sent}) as reply:
+        echoed = reply.headers["X-Request-ID"]
+    if kept:
+        assert echoed == sent
+    else:
+        assert echoed != sent and len(echoed) == 32 and echoed.isalnum()
+
+
+async def browser(controller: RunningController) -> aiohttp.ClientSession:
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with session.post(f"{controller.url}/api/v1/login", json={"token": ADMIN_TOKEN},
+                            headers={"Origin": controller.url}) as reply:
+        assert reply.status == 200, await reply.text()
+    return session
+
+
+@pytest.mark.parametrize(("headers", "body", "refused_because"), [
+    ({"Origin": "http://evil.example", "Content-Type": "application/json"}, "{}", "Origin"),
+    ({"Content-Type": "application/json"}, "{}", "Origin"),  # neither Origin nor Fetch
+    ({"Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"}, "{}", "Origin"),
+    ({"Origin": "SELF", "Content-Type": "text/plain"}, "{}", "must be JSON"),
+    ({"Origin": "SELF", "Content-Type": "application/x-www-form-urlencoded"}, "a=1",
+     "must be JSON"),
+])
+async def test_cookie_requests_from_elsewhere_or_not_json_are_refused(
+        controller: RunningController, headers: dict[str, str], body: str,
+        refused_because: str) -> None:
+    session = await browser(controller)
+    headers = {k: (controller.url if v == "SELF" else v) for k, v in headers.items()}
+    try:
+        async with session.post(f"{controller.url}/api/v1/tokens", data=body,
+                                headers=headers) as reply:
+            answer = await reply.json()
+            assert reply.status == 403, answer
+            assert refused_because in answer["reason"]
+        async with session.get(f"{controller.url}/api/v1/tokens") as reply:
+            assert reply.status == 200  # reading is never refused
+            assert [t["name"] for t in (await reply.json())["items"]] == ["admin"]
+    finally:
+        await session.close()
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "SELF"}, {"Sec-Fetch-Site": "same-origin"}])
+async def test_cookie_requests_from_our_pages_with_json_pass(
+        controller: RunningController, headers: dict[str, str]) -> None:
+    session = await browser(controller)
+    headers = {k: (controller.url if v == "SELF" else v) for k, v in headers.items()}
+    try:
+        async with session.post(f"{controller.url}/api/v1/tokens", headers=headers,
+                                json={"name": "kiosk", "role": "viewer"}) as reply:
+            assert reply.status == 201, await reply.text()
+    finally:
+        await session.close()
+
+
+async def test_bearer_requests_are_not_subject_to_csrf_rules(
+        controller: RunningController, http: aiohttp.ClientSession) -> None:
+    async with http.post(f"{controller.url}/api/v1/tokens", headers={
+            "Origin": "http://evil.example", "Content-Type": "application/json"},
+            data=json.dumps({"name": "script", "role": "viewer"})) as reply:
+        assert reply.status == 201, await reply.text()
+
+
+async def test_a_login_from_a_foreign_page_is_refused(controller: RunningController) -> None:
+    async with aiohttp.ClientSession() as anonymous, anonymous.post(
+            f"{controller.url}/api/v1/login", json={"token": ADMIN_TOKEN},
+            headers={"Origin": "http://evil.example"}) as reply:
+        assert reply.status == 403
+        assert "Set-Cookie" not in reply.headers
+
+
+async def test_failed_logins_are_throttled_logged_without_the_token_and_reported_once(
+        controller: RunningController, rds: aioredis.Redis,
+        caplog: pytest.LogCaptureFixture) -> None:
+    guess = "pic_definitely-not-a-real-token"
+    caplog.set_level(logging.INFO)
+    async with aiohttp.ClientSession() as client:
+        async def login(token: str) -> aiohttp.ClientResponse:
+            async with client.post(f"{controller.url}/api/v1/login",
+                                   json={"token": token}) as reply:
+                await reply.read()
+                return reply
+
+        statuses = [(await login(guess)).status for _ in range(6)]
+        assert statuses == [401] * 6  # five free, the sixth starts a 1 s lock-out
+        locked = time.monotonic()
+        refused = await login(ADMIN_TOKEN)  # even the right token waits
+        assert refused.status == 429
+        assert refused.headers["Retry-After"] == "1"
+
+        async def admitted() -> bool:
+            return (await login(ADMIN_TOKEN)).status == 200
+        await wait_until(admitted, 5, interval=0.05, what="the lock-out to end")
+        waited = time.monotonic() - locked
+        assert 0.8 <= waited <= 1.6, waited
+        assert (await login(guess)).status == 401  # a success forgot the address
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "failed login from 127.0.0.1" in text
+    assert guess not in text
+    warnings = [events.decode(f[EVENT_FIELD], r.decode())
+                for r, f in await rds.xrange(Keys().events)]
+    lockouts = [e for e in warnings if e.type == "system.log.created"
+                and "locked out" in e.data["message"]]
+    assert len(lockouts) == 1 and guess not in lockouts[0].data["message"]
+
+
+async def test_deep_json_is_a_400_naming_the_body(controller: RunningController) -> None:
+    async with aiohttp.ClientSession() as client, client.post(
+            f"{controller.url}/api/v1/login", data="[" * 100_000 + "]" * 100_000,
+            headers={"Content-Type": "application/json"}) as reply:
+        body = await reply.json()
+    assert reply.status == 400, body
+    assert body["field"] == "body" and "nested too deeply" in body["reason"]
+
+
+async def test_a_since_out_of_range_on_rest_is_a_422(
+        controller: RunningController, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{controller.url}/api/v1/events",
+                        params={"since": "1-99999999999999999999999"}) as reply:
+        body = await reply.json()
+    assert reply.status == 422 and body["field"] == "since", body
