@@ -54,7 +54,7 @@ from _stuck import StuckClient
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-TOKEN = "pic_bench_admin_token"
+TOKEN = "pic_bench_admin_token_for_benchmarks_only"
 SERVER_CORE = 0
 LOAD_CORE = 1
 SERVERS = ("ours", "before", "node", "naive")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from common import logs, redis_client, settings
 from common.errors import ValidationError
+from controller.auth import MIN_BOOTSTRAP_TOKEN
 from controller.settings import ControllerSettings
 
 
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = settings.load(ControllerSettings, args)
         redis_client.check_url(config.redis_target())
+        if config.admin_token and len(config.admin_token) < MIN_BOOTSTRAP_TOKEN:
+            raise ValueError(f"PIC_ADMIN_TOKEN must have at least {MIN_BOOTSTRAP_TOKEN} "
+                             "characters (try: openssl rand -hex 32)")
     except (ValidationError, ValueError) as err:
         print(f"pi-controller: {err}", file=sys.stderr)  # one line: no usage dump
         return 2

@@ -7,6 +7,7 @@ Tokens and session ids are stored only as SHA-256 digests; the plain value is sh
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,6 +20,8 @@ from common.errors import AuthError, ForbiddenError, NotFoundError, ValidationEr
 from controller.login_throttle import LoginThrottle
 from controller.store.tokens import ROLES, Principal, Role, SessionRecord, Tokens
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["ROLES", "Credential", "Principal", "Role", "TokenStore", "credential_of", "digest",
            "principal_of", "requires"]
 
@@ -30,6 +33,9 @@ Credential = str
 sockets are tied to it, so they close when it stops giving access."""
 TOKEN_CREDENTIAL: Final = "token:"
 SESSION_CREDENTIAL: Final = "session:"
+
+MIN_BOOTSTRAP_TOKEN: Final = 32
+"""Characters a configured admin token must have: guessing it must stay hopeless."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
@@ -93,9 +99,13 @@ class TokenStore:
         return principal
 
     async def ensure(self, token: str, name: str, role: Role) -> None:
-        """Install a token given from outside (the bootstrap admin token)."""
-        await self._records.put(digest(token), Principal(name=name, role=role,
-                                                          created=time.time()), confirm=False)
+        """Install a token given from outside (the bootstrap admin token) as the one token
+        called ``name``: a new one replaces the old, which stops working."""
+        replaced = await self._records.replace_named(
+            name, digest(token), Principal(name=name, role=role, created=time.time()))
+        if replaced:
+            self._cache.clear()
+            logger.info("the %s token was replaced (a new one was configured)", name)
 
     async def create(self, name: str, role: str) -> str:
         if role not in ROLES:
@@ -113,7 +123,9 @@ class TokenStore:
         return await self._records.all()
 
     async def revoke(self, name: str) -> None:
-        if not await self._records.delete_named(name):
+        """Delete the tokens called ``name``; never the last admin token (that would lock
+        every admin out until a restart with a new PIC_ADMIN_TOKEN)."""
+        if not await self._records.delete_named(name, keep_an_admin=True):
             raise NotFoundError("token", name)
         self._cache.clear()
 

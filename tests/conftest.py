@@ -77,8 +77,8 @@ async def running_controller(redis_url: str, **overrides: Any
     from tests.support.redis_server import free_port
 
     port = free_port()
-    settings = ControllerSettings(redis_url=redis_url, port=port, admin_token=ADMIN_TOKEN,
-                                  **overrides)
+    settings = ControllerSettings(**{"redis_url": redis_url, "port": port,
+                                     "admin_token": ADMIN_TOKEN, **overrides})
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()

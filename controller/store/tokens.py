@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import msgspec
 from redis.asyncio.client import Pipeline
 
+from common.errors import ConflictError
 from common.redis_client import Redis
 from controller.store import tx
 
@@ -70,13 +71,42 @@ class Tokens:
         raw = await self._redis.hgetall(self._keys.tokens)
         return sorted((_decoder.decode(v) for v in raw.values()), key=lambda p: p.name)
 
-    async def delete_named(self, name: str) -> int:
-        """Delete every token named ``name``; how many there were."""
-        raw = await self._redis.hgetall(self._keys.tokens)
-        doomed = [k for k, v in raw.items() if _decoder.decode(v).name == name]
-        if doomed:
-            await self._write(lambda pipe: pipe.hdel(self._keys.tokens, *doomed))
-        return len(doomed)
+    async def delete_named(self, name: str, *, keep_an_admin: bool = False) -> int:
+        """Delete every token named ``name``; how many there were. ``keep_an_admin``: refuse
+        (409) if no admin token would be left."""
+        key = self._keys.tokens
+
+        async def body(pipe: Pipeline) -> int:
+            raw = {k: _decoder.decode(v) for k, v in (await pipe.hgetall(key)).items()}
+            doomed = [k for k, p in raw.items() if p.name == name]
+            admins_left = [k for k, p in raw.items() if p.role == "admin" and k not in doomed]
+            if doomed and keep_an_admin and not admins_left:
+                raise ConflictError("name", f"{name!r} holds the last admin token: create "
+                                            "another admin token before deleting it")
+            if doomed:
+                pipe.multi()
+                pipe.hdel(key, *doomed)
+            return len(doomed)
+
+        return await tx.transact(self._redis, [key], body, what="the tokens", field="name",
+                                 confirm=self._store.confirm)
+
+    async def replace_named(self, name: str, token_digest: str, principal: Principal) -> int:
+        """Make ``token_digest`` the one token called ``name``; how many others it replaced.
+        Not held up by replicas: it is installed again at every start."""
+        key = self._keys.tokens
+
+        async def body(pipe: Pipeline) -> int:
+            raw = {k.decode(): _decoder.decode(v) for k, v in (await pipe.hgetall(key)).items()}
+            others = [k for k, p in raw.items() if p.name == name and k != token_digest]
+            pipe.multi()
+            if others:
+                pipe.hdel(key, *others)
+            if token_digest not in raw:
+                pipe.hset(key, token_digest, _encoder.encode(principal))
+            return len(others)
+
+        return await tx.transact(self._redis, [key], body, what="the tokens", field="name")
 
     async def put_session(self, session_digest: str, record: SessionRecord, ttl: int) -> None:
         await self._redis.set(self._keys.session(session_digest), _encoder.encode(record),

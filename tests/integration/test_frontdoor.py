@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import time
 
 import aiohttp
@@ -14,7 +16,7 @@ import redis.asyncio as aioredis
 
 from common import events
 from common.keys import EVENT_FIELD, Keys
-from tests.conftest import RunningController
+from tests.conftest import RunningController, running_controller
 from tests.support.processes import ADMIN_TOKEN
 from tests.support.waiting import wait_until
 
@@ -163,3 +165,44 @@ async def test_a_since_out_of_range_on_rest_is_a_422(
                         params={"since": "1-99999999999999999999999"}) as reply:
         body = await reply.json()
     assert reply.status == 422 and body["field"] == "since", body
+
+
+async def test_a_new_bootstrap_token_replaces_the_old_one(redis_url: str) -> None:
+    old, new = "pic_" + "o" * 40, "pic_" + "n" * 40
+    async with running_controller(redis_url, admin_token=old):
+        pass
+    async with running_controller(redis_url, admin_token=new) as controller, \
+            aiohttp.ClientSession() as client:
+        for token, status in ((old, 401), (new, 200)):
+            async with client.get(f"{controller.url}/api/v1/tokens", headers={
+                    "Authorization": f"Bearer {token}"}) as reply:
+                assert reply.status == status
+                if status == 200:
+                    names = [t["name"] for t in (await reply.json())["items"]]
+                    assert names == ["admin"]
+
+
+def test_a_short_bootstrap_token_is_refused_at_start() -> None:
+    done = subprocess.run([sys.executable, "-m", "controller", "serve", "--admin-token",
+                           "short-secret"], check=False, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "pi-controller: PIC_ADMIN_TOKEN must have at least 32 characters "
+        "(try: openssl rand -hex 32)"]
+
+
+async def test_the_last_admin_token_cannot_be_deleted(
+        controller: RunningController, http: aiohttp.ClientSession) -> None:
+    async with http.delete(f"{controller.url}/api/v1/tokens/admin") as reply:
+        body = await reply.json()
+        assert reply.status == 409, body
+        assert body["field"] == "name" and "last admin token" in body["reason"]
+    async with http.post(f"{controller.url}/api/v1/tokens",
+                         json={"name": "second-admin", "role": "admin"}) as reply:
+        second = (await reply.json())["token"]
+    async with http.delete(f"{controller.url}/api/v1/tokens/admin") as reply:
+        assert reply.status == 204
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {second}"}) as other, \
+            other.get(f"{controller.url}/api/v1/tokens") as reply:
+        assert [t["name"] for t in (await reply.json())["items"]] == ["second-admin"]

@@ -14,7 +14,7 @@ import aiohttp
 from tests.support.redis_server import free_port
 from tests.support.waiting import wait_until
 
-ADMIN_TOKEN = "pic_test_admin_token"
+ADMIN_TOKEN = "pic_test_admin_token_for_the_suite_only"
 
 
 class Proc:
