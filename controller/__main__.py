@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 import sys
 from pathlib import Path
 
 from common import logs, redis_client, settings
 from common.errors import ValidationError
+from controller.api.frontdoor import parse_proxies
 from controller.auth import MIN_BOOTSTRAP_TOKEN
 from controller.settings import ControllerSettings
 
@@ -59,9 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = settings.load(ControllerSettings, args)
         redis_client.check_url(config.redis_target())
+        parse_proxies(tuple(config.trusted_proxies))
+        if bool(config.tls_cert) != bool(config.tls_key):
+            raise ValueError("HTTPS needs both --tls-cert and --tls-key (PIC_TLS_CERT, "
+                             "PIC_TLS_KEY)")
         if config.admin_token and len(config.admin_token) < MIN_BOOTSTRAP_TOKEN:
             raise ValueError(f"PIC_ADMIN_TOKEN must have at least {MIN_BOOTSTRAP_TOKEN} "
                              "characters (try: openssl rand -hex 32)")
+        if config.tls_cert:
+            from controller.server import tls_context
+
+            try:
+                tls_context(config)
+            except (OSError, ssl.SSLError) as err:
+                raise ValueError(f"cannot serve HTTPS with {config.tls_cert} and "
+                                 f"{config.tls_key}: {err.strerror or err}") from None
     except (ValidationError, ValueError) as err:
         print(f"pi-controller: {err}", file=sys.stderr)  # one line: no usage dump
         return 2

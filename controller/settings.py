@@ -11,6 +11,12 @@ from common.settings import LoggingSettings, RedisSettings, setting
 class ControllerSettings(RedisSettings, LoggingSettings):
     host: str = setting("127.0.0.1", "address to listen on; 0.0.0.0 to serve the LAN")
     port: int = setting(8080, "HTTP port for REST, the UI and /ws")
+    tls_cert: str = setting("", "certificate chain (PEM) to serve HTTPS and WSS with; needs "
+                            "--tls-key")
+    tls_key: str = setting("", "private key (PEM) of --tls-cert")
+    trusted_proxies: list[str] = setting(
+        [], "reverse proxies (addresses or CIDRs) whose X-Forwarded-Proto and X-Forwarded-For "
+        "are believed; nobody else's are")
     admin_token: str = setting("", "bootstrap admin API token, stored hashed", secret=True)
     allowed_origins: list[str] = setting(
         [], "extra Origins allowed on /ws besides the controller's own host")

@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -36,6 +38,8 @@ SECURITY_HEADERS: Final = {
 }
 HSTS: Final = "max-age=31536000"
 LOGIN_PATH: Final = "/api/v1/login"
+CLIENT_HTTPS: Final = web.RequestKey("client_https", bool)
+"""Whether the client itself used HTTPS (directly, or to a trusted proxy)."""
 
 
 def request_id_of(request: web.Request) -> str:
@@ -76,17 +80,60 @@ def csrf_refusal(request: web.Request, allowed: list[str]) -> str | None:
     return None
 
 
+def trusted(address: str | None, proxies: list[IPv4Network | IPv6Network]) -> bool:
+    try:
+        ip = ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
+
+
+def behind_proxy(request: web.Request, proxies: list[IPv4Network | IPv6Network]
+                 ) -> web.Request:
+    """The request as the client made it, when it came through a trusted proxy: its scheme
+    from X-Forwarded-Proto, its address the nearest X-Forwarded-For hop that is not a
+    trusted proxy. Anyone else's forwarding headers are ignored."""
+    if not proxies or not trusted(request.remote, proxies):
+        return request
+    scheme = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")
+            if h.strip()]
+    remote = request.remote or ""
+    for hop in reversed(hops):
+        remote = hop
+        if not trusted(hop, proxies):
+            break
+    return request.clone(scheme=scheme if scheme in ("http", "https") else request.scheme,
+                         remote=remote)
+
+
+@functools.lru_cache(maxsize=8)
+def parse_proxies(entries: tuple[str, ...]) -> list[IPv4Network | IPv6Network]:
+    """``--trusted-proxies`` as networks; ValueError naming a bad entry."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"--trusted-proxies: {entry!r} is not an address or CIDR"
+                             ) from None
+    return networks
+
+
 @web.middleware
 async def frontdoor_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    refusal = csrf_refusal(request, request.app[appkeys.SETTINGS].allowed_origins)
+    settings = request.app[appkeys.SETTINGS]
+    client = behind_proxy(request, parse_proxies(tuple(settings.trusted_proxies)))
+    request[CLIENT_HTTPS] = client.secure  # for the headers of whatever response follows
+    refusal = csrf_refusal(client, settings.allowed_origins)
     if refusal is not None:
         raise ForbiddenError(refusal)
-    return await handler(request)
+    return await handler(client)
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: every response, errors and static files included."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    if request.secure:
+    if request.get(CLIENT_HTTPS, request.secure):
         response.headers.setdefault("Strict-Transport-Security", HSTS)
