@@ -44,6 +44,10 @@ class Keys:
         return f"{self.prefix}events"
 
     @property
+    def audit(self) -> str:
+        return f"{self.prefix}audit"
+
+    @property
     def dead_letters(self) -> str:
         return f"{self.prefix}dead"
 

@@ -14,6 +14,7 @@ from common import events, redis_client
 from common.keys import Keys
 from common.tasks import TaskOwner
 from controller import appkeys, auth
+from controller.api import audit as audit_api
 from controller.api import clusters as clusters_api
 from controller.api import errors, frontdoor
 from controller.api import events as events_api
@@ -56,6 +57,7 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app = web.Application(middlewares=[
         errors.error_middleware,
         frontdoor.frontdoor_middleware,
+        audit_api.audit_middleware,
         auth.make_middleware(lambda request: request.app[appkeys.TOKENS]),
     ])
     app.on_response_prepare.append(frontdoor.add_security_headers)
@@ -83,7 +85,7 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app.cleanup_ctx.extend([redis_ctx, bootstrap_ctx, feed_ctx, duties_ctx])
     provision_app.setup(app)
     app.on_shutdown.append(close_sockets)
-    for module in (health_api, tokens_api, nodes_api, gpio_api, events_api, clusters_api,
+    for module in (audit_api, health_api, tokens_api, nodes_api, gpio_api, events_api, clusters_api,
                    jobs_api):
         app.add_routes(module.routes)
     # GET only: RFC 6455 upgrades are GET requests, and a HEAD must not get a 101.

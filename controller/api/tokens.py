@@ -7,7 +7,7 @@ from aiohttp import web
 from common.errors import ValidationError
 from controller import appkeys
 from controller.api.errors import json_response, read_json
-from controller.auth import SESSION_COOKIE, principal_of, requires
+from controller.auth import PRINCIPAL, SESSION_COOKIE, principal_of, requires
 
 routes = web.RouteTableDef()
 
@@ -21,6 +21,7 @@ async def login(request: web.Request) -> web.Response:
         raise ValidationError("token", "is required")
     store = request.app[appkeys.TOKENS]
     principal = await store.verify(token, request.remote or "?")
+    request[PRINCIPAL] = principal  # who logged in, for the audit trail
     session = await store.open_session(principal, token)
     response = json_response({"name": principal.name, "role": principal.role})
     response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="Strict",

@@ -35,6 +35,7 @@ class Store:
     def __init__(self, client: Redis, keys: Keys, *, stream_maxlen: int,
                  metrics_history: int = 120, confirm: Confirm | None = None) -> None:
         from controller.store.alerts import Alerts
+        from controller.store.audit import AuditTrail
         from controller.store.clusters import Clusters
         from controller.store.discovery import DiscoveryRecords
         from controller.store.eventlog import EventLog
@@ -62,6 +63,7 @@ class Store:
         self.discovery = DiscoveryRecords(self, client)
         self.alerts = Alerts(self, client)
         self.tokens = Tokens(self, client)
+        self.audit = AuditTrail(self, client)
 
     def lease(self, duty: str, holder: str, ttl: float) -> Lease:
         """The lease of a singleton duty (``pic:lease:{duty}``), held as ``holder``."""

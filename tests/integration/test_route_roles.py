@@ -60,6 +60,7 @@ DECISIONS: Final[dict[tuple[str, str], str]] = {
     ("DELETE", "/api/v1/ssh/host-keys/{address}"): "admin",
     ("POST", "/api/v1/nodes/{node_id}/ssh-key"): "admin",
     ("GET", "/ws"): "viewer",
+    ("GET", "/api/v1/audit"): "admin",
 }
 
 
