@@ -298,6 +298,18 @@ async def test_admin_hands_out_an_operator_token(env: Env, browsers: Browsers) -
     assert response.status == 401
 
 
+async def test_admin_reads_the_audit_trail(env: Env, browsers: Browsers) -> None:
+    page = browsers.desktop
+    await env.api("POST", "/tokens", {"name": "ui-audited", "role": "viewer"})
+    await goto(page, "#/audit")
+    row = page.locator("#audit-rows tr", has_text="POST /api/v1/tokens").first
+    await expect(row).to_contain_text("admin")
+    await expect(row.locator("td[data-label='Result']")).to_have_text("201")
+    await page.select_option("#audit-status", "4xx")
+    await page.click("#audit button[type=submit], form[role=search] button[type=submit]")
+    await expect(page.locator("#audit-rows tr", has_text="POST /api/v1/tokens")).to_have_count(0)
+
+
 async def test_flip_output_pending_until_the_agent_confirms(env: Env, browsers: Browsers
                                                            ) -> None:
     page = browsers.desktop

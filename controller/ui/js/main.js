@@ -4,6 +4,7 @@ import * as api from './api.js';
 import { h, replace } from './dom.js';
 import { Live } from './live.js';
 import { Store } from './store.js';
+import * as auditView from './views/audit.js';
 import * as clustersView from './views/clusters.js';
 import * as eventsView from './views/events.js';
 import * as gpioView from './views/gpio.js';
@@ -18,6 +19,7 @@ const ROUTES = [
   [/^#\/clusters(?:\/([^/]+))?$/, clustersView],
   [/^#\/events$/, eventsView],
   [/^#\/access$/, tokensView],
+  [/^#\/audit$/, auditView],
 ];
 const NAV = [['#/nodes', 'Nodes'], ['#/gpio', 'GPIO'], ['#/clusters', 'Clusters'], ['#/events', 'Events']];
 const HISTORY_EVENTS = 500;
@@ -176,7 +178,8 @@ class App {
       h('header', { class: 'top' },
         h('a', { class: 'brand', href: '#/nodes' }, h('img', { src: '/ui/icon.svg', alt: '', width: 24, height: 24 }), h('span', {}, 'Pi-Controller')),
         h('nav', { class: 'tabs', 'aria-label': 'Sections' }, NAV.map(([href, label]) => h('a', { href }, label)),
-          this.store.can('admin') ? h('a', { href: '#/access' }, 'Access') : null),
+          this.store.can('admin') ? h('a', { href: '#/access' }, 'Access') : null,
+          this.store.can('admin') ? h('a', { href: '#/audit' }, 'Audit') : null),
         conn,
         h('div', { class: 'user' },
           h('span', { class: 'user-name', title: 'signed in as' }, user.name),
