@@ -11,6 +11,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from common import grammar
 from common.errors import ValidationError
 
 API_VERSION: Final = "hardware.pi-controller.io/v1"
@@ -38,7 +39,6 @@ PHYSICAL_TO_BCM: Final[dict[int, int]] = {
 }
 BCM_TO_PHYSICAL: Final = {bcm: phys for phys, bcm in PHYSICAL_TO_BCM.items()}
 
-NAME_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 """Kubernetes DNS-label names: what a GPIOPin's metadata.name may be."""
 
 
@@ -136,7 +136,7 @@ def validate(pin: GpioPin) -> None:
         raise ValidationError("apiVersion", f"must be {API_VERSION}")
     if pin.kind != KIND:
         raise ValidationError("kind", f"must be {KIND}")
-    if not NAME_RE.match(pin.metadata.name):
+    if not grammar.is_label(pin.metadata.name):
         raise ValidationError("metadata.name", "must be a DNS label: lower-case letters, "
                               "digits and '-', at most 63 characters")
     validate_spec(pin.spec)

@@ -39,7 +39,7 @@ from typing import Final
 
 import msgspec
 
-from common import events, reports
+from common import events, grammar, reports
 from common.errors import ConflictError, DecodeError
 from common.keys import INGEST_CONSUMER
 from common.redis_client import UNAVAILABLE
@@ -407,6 +407,8 @@ def _checked_facts(facts: reports.NodeFacts) -> dict[str, str]:
         if len(value) > limit or not value.isprintable():
             raise Rejected(f"{name} must be printable and at most {limit} characters")
         fields[name] = value
+    if facts.hostname and not grammar.is_hostname(facts.hostname):
+        raise Rejected(f"hostname {facts.hostname[:60]!r} is not a host name")
     address = facts.ip_address
     if address:
         with contextlib.suppress(ValueError):

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
-from common import events
+from common import events, grammar
 from common.errors import NotFoundError, ValidationError
 from controller import node_status
 from controller.store import Node, Store
 from controller.store.nodes import hash_fields
 
-_LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?"
-                         r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _RESTORABLE = (node_status.DISCOVERED, node_status.PROVISIONING, node_status.FAILED)
 UPDATABLE = ("labels", "maintenance")
+MAX_LABELS = 64
+"""Labels per node: they travel in every node snapshot."""
 
 
 def validate_update(body: Any) -> tuple[dict[str, str] | None, bool | None]:
@@ -30,11 +28,13 @@ def validate_update(body: Any) -> tuple[dict[str, str] | None, bool | None]:
     if labels is not None:
         if not isinstance(labels, dict):
             raise ValidationError("labels", "an object of string keys and values")
+        if len(labels) > MAX_LABELS:
+            raise ValidationError("labels", f"at most {MAX_LABELS} labels")
         for key, value in labels.items():
-            if not _LABEL_NAME.match(key):
-                raise ValidationError(f"labels.{key}", "not a valid label name (prefix/name, "
+            if not grammar.LABEL_NAME.fullmatch(key):
+                raise ValidationError(f"labels.{key[:64]}", "not a valid label name (prefix/name, "
                                       "name up to 63 letters, digits, '-', '_', '.')")
-            if not isinstance(value, str) or not _LABEL_VALUE.match(value):
+            if not isinstance(value, str) or not grammar.LABEL_VALUE.fullmatch(value):
                 raise ValidationError(f"labels.{key}", "value must be a string of up to 63 "
                                       "letters, digits, '-', '_', '.'")
     if maintenance is not None and not isinstance(maintenance, bool):

@@ -57,6 +57,11 @@ class ControllerSettings(RedisSettings, LoggingSettings):
     discovery: bool = setting(False, "browse mDNS for agents and stock Raspberry Pi OS hosts")
     discovery_interfaces: list[str] = setting([], "interfaces/addresses to browse on; the demo "
                                               "uses 127.0.0.1")
+    node_networks: list[str] = setting(
+        ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+         "127.0.0.0/8", "fc00::/7", "fe80::/10", "::1/128"],
+        "networks Pis may be registered, scanned and provisioned in (CIDRs); the controller "
+        "contacts no address outside them")
     scan_subnet: str = setting("", "CIDR to scan for SSH (port 22), e.g. 192.168.1.0/24; "
                                "empty = no scan")
     state_dir: str = setting("", "directory for the controller's SSH key and known hosts")

@@ -31,6 +31,7 @@ async def register_node(request: web.Request) -> web.Response:
         raise ValidationError("body", "a JSON object is required")
     address, name = service.validate(body.get("address"), body.get("name"))
     store, settings = request.app[appkeys.STORE], request.app[appkeys.SETTINGS]
+    await service.check_network(address, settings.node_networks)
     result = await service.register(store, address, name, settings.ssh_probe_timeout)
     node = await store.nodes.get(result.node_id)
     body = {"node": node, "created": result.created,

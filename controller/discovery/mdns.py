@@ -24,8 +24,9 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from common import grammar
 from common.tasks import checkpoint
-from controller.discovery.recognise import NODE_ID_RE, Sighting, normal_mac, short_hostname
+from controller.discovery.recognise import Sighting, normal_mac, short_hostname
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def sighting_from(service_type: str, name: str, server: str | None, addresses: l
     s = Sighting(source=source, address=addresses[0], hostname=hostname)
     if service_type == AGENT:
         node_id = _text(props, "node_id", required=True)
-        if not NODE_ID_RE.match(node_id):
+        if not grammar.is_label(node_id):
             raise BadRecord(f"TXT 'node_id' {node_id[:80]!r} is not a node id (a DNS label)")
         s.node_id = node_id
         s.hostname = _text(props, "hostname").lower() or hostname

@@ -19,7 +19,6 @@ PI_OUIS: Final = frozenset({
 
 _STOCK_HOSTNAME = re.compile(r"^raspberrypi(-\d+)?$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-NODE_ID_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 """Node ids are DNS labels, as Kubernetes node names are."""
 
 

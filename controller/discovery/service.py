@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
+from common import grammar
 from common.errors import ConflictError, ValidationError
 from common.tasks import TaskOwner, checkpoint
 from controller.discovery import registry, scan
 from controller.discovery.mdns import MdnsBrowser
-from controller.discovery.recognise import NODE_ID_RE, Sighting, pi_evidence
+from controller.discovery.recognise import Sighting, pi_evidence
 from controller.settings import ControllerSettings
 from controller.store import Store
 
@@ -22,10 +22,6 @@ logger = logging.getLogger(__name__)
 
 HOSTS_REMEMBERED = 4096
 """Hosts whose records are merged in memory; a LAN rarely has more, a flood is cut."""
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
-                       r"(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*\.?$")
-
-
 class Discovery:
     def __init__(self, store: Store, settings: ControllerSettings) -> None:
         self._store = store
@@ -69,6 +65,16 @@ class Discovery:
 
     async def _scan_forever(self) -> None:
         settings = self._settings
+        try:
+            subnet = ip_network(settings.scan_subnet, strict=False)
+        except ValueError as err:
+            await registry.problem(self._store, "scan", settings.scan_subnet, str(err))
+            return
+        if not any(subnet.version == n.version and subnet.subnet_of(n)  # type: ignore[arg-type]
+                   for n in networks(settings.node_networks)):
+            await registry.problem(self._store, "scan", settings.scan_subnet,
+                                   "outside the node networks (PIC_NODE_NETWORKS): not scanned")
+            return
         while True:
             try:
                 found = await scan.sweep(settings.scan_subnet, max_hosts=settings.scan_max_hosts,
@@ -96,18 +102,39 @@ class Registration:
 def validate(address: object, name: object) -> tuple[str, str]:
     if not isinstance(address, str) or not address.strip():
         raise ValidationError("address", "an IP address or host name is required")
-    address = address.strip()
-    try:
-        address = str(ipaddress.ip_address(address))
-    except ValueError:
-        if not _HOSTNAME.match(address):
-            raise ValidationError("address", "not an IP address or host name") from None
+    checked = grammar.host(address.strip())
+    if checked is None:
+        raise ValidationError("address", "not an IP address or host name")
+    address = checked
     if name is None:
         name = ""
-    if not isinstance(name, str) or (name and not NODE_ID_RE.match(name)):
+    if not isinstance(name, str) or (name and not grammar.is_label(name)):
         raise ValidationError("name", "a DNS label: 1-63 lower-case letters, digits or '-', "
                               "not starting or ending with '-'")
     return address, name
+
+
+def networks(cidrs: list[str]) -> list[IPv4Network | IPv6Network]:
+    return [ip_network(c, strict=False) for c in cidrs]
+
+
+async def check_network(address: str, allowed: list[str]) -> None:
+    """ValidationError unless ``address`` (or every address a host name resolves to) is
+    inside ``allowed``: an operator cannot make the controller probe any host anywhere."""
+    within = networks(allowed)
+    if grammar.ip(address) is not None:
+        found = [address]
+    else:
+        try:
+            async with asyncio.timeout(3):
+                infos = await asyncio.get_running_loop().getaddrinfo(address, 22)
+        except (OSError, TimeoutError):
+            raise ValidationError("address", f"{address} does not resolve") from None
+        found = sorted({str(info[4][0]) for info in infos})
+    for each in found:
+        if not any(ip_address(each) in network for network in within):
+            raise ValidationError("address", f"{each} is outside the node networks "
+                                             "(PIC_NODE_NETWORKS)")
 
 
 async def register(store: Store, address: str, name: str, timeout: float) -> Registration:

@@ -7,20 +7,15 @@ claim, the cluster record, the jobs and their events commit together.
 from __future__ import annotations
 
 import ipaddress
-import re
 import time
 import uuid
-from typing import Any, Final
+from typing import Any
 
+from common import grammar
 from common.errors import ConflictError, NotFoundError, ValidationError
 from controller.provision import k3s, model
 from controller.provision.model import Cluster, Job, Role
 from controller.store import Node, Store
-
-NAME_RE: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-HOST_RE: Final = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
-                            r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-USER_RE: Final = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
 def _str_list(body: dict[str, Any], name: str) -> list[str]:
@@ -34,7 +29,7 @@ def _validate_settings(body: dict[str, Any], cluster: Cluster) -> None:
     """Apply the K3s settings present in ``body`` to ``cluster``, validating each."""
     if "name" in body:
         name = body["name"]
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not grammar.is_label(name):
             raise ValidationError("name", "1-63 lower-case letters, digits or '-', starting "
                                   "and ending with a letter or digit")
         cluster.name = name
@@ -67,7 +62,7 @@ def _validate_settings(body: dict[str, Any], cluster: Cluster) -> None:
             try:
                 ipaddress.ip_address(san)
             except ValueError:
-                if not HOST_RE.match(san):
+                if not grammar.is_hostname(san):
                     raise ValidationError("tls_sans", f"{san!r} is neither an IP address nor "
                                           "a host name") from None
         cluster.tls_sans = sans
@@ -283,7 +278,7 @@ class ClusterService:
         user = body.get("ssh_user")
         if user is None:
             return
-        if not isinstance(user, str) or not USER_RE.match(user):
+        if not grammar.is_ssh_user(user):
             raise ValidationError("ssh_user", "a Linux user name such as pi")
         await self.store.nodes.update(node_id, {"ssh_user": user})
 

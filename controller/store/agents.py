@@ -20,11 +20,10 @@ from urllib.parse import quote, urlsplit
 import msgspec
 from redis.exceptions import ResponseError
 
-from common import events, redis_client
+from common import events, grammar, redis_client
 from common.errors import ValidationError
 from common.keys import INGEST_GROUP, Keys
 from common.redis_client import SENTINEL_SCHEMES, Redis, parse_sentinel_url
-from controller.discovery.recognise import NODE_ID_RE
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ class AgentAccess:
 
     async def issue(self, node_id: str) -> AgentCredentials:
         """Create or rotate the node's user; an old password stops working at once."""
-        if not isinstance(node_id, str) or not NODE_ID_RE.match(node_id):
+        if not grammar.is_label(node_id):
             raise ValidationError("node_id", "lower-case letters, digits and '-', at most 63")
         password = secrets.token_urlsafe(32)
         username = self._keys.agent_user(node_id)

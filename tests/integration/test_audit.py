@@ -23,7 +23,8 @@ async def audit(http: aiohttp.ClientSession, url: str, **params: str) -> dict[st
 async def test_a_patch_and_logins_are_recorded_with_who_what_and_how_it_went(
         controller: RunningController, http: aiohttp.ClientSession) -> None:
     url = controller.url
-    async with http.post(f"{url}/api/v1/nodes", json={"address": "127.0.0.1", "name": "pi-audit"}) as reply:
+    async with http.post(f"{url}/api/v1/nodes",
+                         json={"address": "127.0.0.1", "name": "pi-audit"}) as reply:
         node = (await reply.json())["node"]["id"]
     async with http.post(f"{url}/api/v1/gpio", json={**GPIO, "metadata": {"name": "relay"},
                          "spec": {"nodeName": node, "pin": 17, "mode": "output",

@@ -206,3 +206,40 @@ async def test_the_last_admin_token_cannot_be_deleted(
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {second}"}) as other, \
             other.get(f"{controller.url}/api/v1/tokens") as reply:
         assert [t["name"] for t in (await reply.json())["items"]] == ["second-admin"]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), [
+    ("POST", "/api/v1/nodes", {"address": "10.0.0.5\nHost: x"}, "address"),
+    ("POST", "/api/v1/nodes", {"address": "pi.local,--token=x"}, "address"),
+    ("POST", "/api/v1/nodes", {"address": "127.0.0.1", "name": "pi-1\n"}, "name"),
+    ("POST", "/api/v1/clusters", {"name": "lab", "tls_sans": ["ok.local", "a,b"]},
+     "tls_sans"),
+    ("POST", "/api/v1/clusters", {"name": "lab\n"}, "name"),
+    ("POST", "/api/v1/gpio", {**GPIO, "metadata": {"name": "relay\n"},
+                              "spec": {"nodeName": "pi-1", "pin": 17, "mode": "output"}},
+     "metadata.name"),
+    ("PUT", "/api/v1/nodes/pi-strict", {"labels": {f"k{n}": "v" for n in range(65)}},
+     "labels"),
+    ("PUT", "/api/v1/nodes/pi-strict", {"labels": {"x" * 5000: "v"}}, "labels." + "x" * 58),
+])
+async def test_input_that_could_smuggle_is_a_4xx_naming_the_field(
+        controller: RunningController, http: aiohttp.ClientSession, method: str, path: str,
+        body: dict[str, object], field: str) -> None:
+    async with http.post(f"{controller.url}/api/v1/nodes",
+                         json={"address": "127.0.0.1", "name": "pi-strict"}):
+        pass
+    async with http.request(method, controller.url + path, json=body) as reply:
+        answer = await reply.json()
+    assert 400 <= reply.status < 500, answer
+    assert answer["field"].startswith(field), answer
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "2001:4860:4860::8888"])
+async def test_nodes_outside_the_node_networks_are_refused_without_a_probe(
+        controller: RunningController, http: aiohttp.ClientSession, address: str) -> None:
+    async with http.post(f"{controller.url}/api/v1/nodes", json={"address": address}) as reply:
+        answer = await reply.json()
+    assert reply.status == 422 and answer["field"] == "address", answer
+    assert "outside the node networks" in answer["reason"]
+    async with http.get(f"{controller.url}/api/v1/nodes") as reply:
+        assert (await reply.json())["items"] == []
