@@ -26,7 +26,10 @@ async def serve(settings: ControllerSettings, stop: asyncio.Event | None = None,
     logger.info("pi-controller starting; settings %s", describe(settings))
     tls = tls_context(settings)
     runner = web.AppRunner(create_app(settings), access_log=None,
-                           shutdown_timeout=SHUTDOWN_GRACE, handle_signals=False)
+                           shutdown_timeout=SHUTDOWN_GRACE, handle_signals=False,
+                           # aiohttp's keep-alive timer runs from the connection's start
+                           # and is not reset by partial data: it bounds slow headers too.
+                           keepalive_timeout=settings.http_idle_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, backlog=1024,

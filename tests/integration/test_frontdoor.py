@@ -4,11 +4,13 @@ and bodies that cannot hurt the server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -17,6 +19,7 @@ import redis.asyncio as aioredis
 from common import events
 from common.keys import EVENT_FIELD, Keys
 from tests.conftest import RunningController, running_controller
+from tests.support import processes
 from tests.support.processes import ADMIN_TOKEN
 from tests.support.waiting import wait_until
 
@@ -243,3 +246,23 @@ async def test_nodes_outside_the_node_networks_are_refused_without_a_probe(
     assert "outside the node networks" in answer["reason"]
     async with http.get(f"{controller.url}/api/v1/nodes") as reply:
         assert (await reply.json())["items"] == []
+
+
+async def test_half_sent_requests_are_dropped_after_the_idle_timeout(
+        redis_url: str, tmp_path: Path) -> None:
+    proc = processes.controller(redis_url, tmp_path / "c.log",
+                                extra=["--http-idle-timeout", "1"]).start()
+    try:
+        await processes.wait_ready(proc.url, proc)  # type: ignore[attr-defined]
+        reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)  # type: ignore[attr-defined]
+        started = time.monotonic()
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        await writer.drain()
+        for _ in range(5):  # a trickle does not keep it open
+            await asyncio.sleep(0.1)
+            writer.write(b"X-Slow: 1\r\n")
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        assert 0.8 <= time.monotonic() - started <= 2.5
+        writer.close()
+    finally:
+        proc.stop()
