@@ -28,13 +28,42 @@ Restart=always
 RestartSec=2
 # The agent writes nothing to disk (SD cards wear out); keep it that way.
 DynamicUser=yes
-SupplementaryGroups=gpio
 ProtectSystem=strict
 ProtectHome=yes
 PrivateTmp=yes
 NoNewPrivileges=yes
 MemoryMax=64M
 CPUQuota=25%
+# What the agent needs: TCP to Redis and to pigpiod/rgpiod (GPIO goes through the daemon, so
+# no device node), UDP multicast for mDNS, netlink to list interfaces, and read access to
+# /proc and /sys for health. Everything else is taken away (systemd-analyze security).
+PrivateDevices=yes
+PrivateMounts=yes
+PrivateUsers=yes
+DevicePolicy=closed
+CapabilityBoundingSet=
+AmbientCapabilities=
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+RemoveIPC=yes
+PrivateIPC=yes
+KeyringMode=private
+UMask=0077
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources @mount @debug @cpu-emulation @obsolete @raw-io @reboot @swap
+SystemCallErrorNumber=EPERM
 
 [Install]
 WantedBy=multi-user.target

@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import re
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -286,3 +287,17 @@ def test_the_ha_profile_adds_a_replica_and_three_sentinels_and_points_everything
     script = ha["sentinel-1"]["command"][0]
     assert "sentinel monitor pic redis 6379 2" in script
     assert "sentinel auth-user pic pic-sentinel" in script
+
+
+def test_the_agent_unit_is_confined() -> None:
+    """systemd's own audit of the unit: at most 3.0 ("OK"), while the agent keeps what it
+    needs (network, /proc and /sys to read, nothing to write)."""
+    unit = ROOT / "deploy/systemd/pi-agent.service"
+    done = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)],
+                          capture_output=True, text=True, check=False)
+    found = re.search(r"Overall exposure level for pi-agent.service: (\d+\.\d+)", done.stdout)
+    assert found, done.stdout[-2000:] + done.stderr[-2000:]
+    assert float(found.group(1)) <= 3.0, done.stdout
+    text = unit.read_text()
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK" in text
+    assert "ProcSubset=pid" not in text  # health reads /proc/stat, /proc/meminfo
