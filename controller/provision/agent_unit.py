@@ -62,7 +62,8 @@ KeyringMode=private
 UMask=0077
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
-SystemCallFilter=~@privileged @resources @mount @debug @cpu-emulation @obsolete @raw-io @reboot @swap
+SystemCallFilter=~@privileged @resources @mount @debug
+SystemCallFilter=~@cpu-emulation @obsolete @raw-io @reboot @swap
 SystemCallErrorNumber=EPERM
 
 [Install]
