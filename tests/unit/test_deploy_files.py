@@ -142,7 +142,8 @@ def literal_secrets(text: str) -> list[str]:
             r"^\s*-?\s*(\w*(?:PASSWORD|TOKEN|AUTH|SECRET)\w*|requirepass|masterauth"
             r"|admin-token|password)\s*[:=\s]\s*(\S.*)$", text, re.M | re.I):
         value = match.group(2).strip().strip("\"'")
-        if not (re.fullmatch(reference, value) or value.startswith(("{", "valueFrom"))):
+        if not (re.fullmatch(reference, value) or value.startswith(("{", "valueFrom"))
+                or value in ("true", "false")):  # a switch, not a secret
             found.append(match.group(0))
     return found
 
@@ -155,6 +156,7 @@ def test_literal_secret_finder_finds_them() -> None:
     assert literal_secrets("  admin-token: change-me")
     assert not literal_secrets('  - ">${PIC_REDIS_PASSWORD:?set PIC_REDIS_PASSWORD}"')
     assert not literal_secrets('value: "redis://u:$(REDIS_PASSWORD)@redis:6379/0"')
+    assert not literal_secrets("      automountServiceAccountToken: false")
 
 
 def test_no_password_is_written_in_the_deployment_files() -> None:
@@ -301,3 +303,36 @@ def test_the_agent_unit_is_confined() -> None:
     text = unit.read_text()
     assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK" in text
     assert "ProcSubset=pid" not in text  # health reads /proc/stat, /proc/meminfo
+
+
+def test_the_kubernetes_manifests_validate_and_are_locked_down() -> None:
+    """Offline against the Kubernetes API schemas (kubernetes-validate); every container
+    non-root on a read-only root with no capabilities; a NetworkPolicy for each workload."""
+    import kubernetes_validate
+
+    documents = [d for path in MANIFESTS for d in yaml.safe_load_all(path.read_text()) if d]
+    for document in documents:
+        kubernetes_validate.validate(document, "1.31", strict=True)
+    workloads = [d for d in documents if d["kind"] in ("Deployment", "DaemonSet",
+                                                          "StatefulSet")]
+    assert len(workloads) == 3
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, workload["metadata"]["name"]
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    policies = {d["metadata"]["name"] for d in documents if d["kind"] == "NetworkPolicy"}
+    assert policies == {"pi-controller", "redis"}
+    assert not [d for d in documents if d["kind"] == "Secret"]  # made by instruction
+
+
+def test_the_image_runs_unprivileged_with_a_state_volume_and_a_health_check() -> None:
+    text = (ROOT / "deploy/docker/Dockerfile").read_text()
+    assert re.search(r"^USER pic$", text, re.M)
+    assert 'VOLUME ["/var/lib/pi-controller"]' in text
+    assert "HEALTHCHECK" in text and "/healthz" in text
+    assert not literal_secrets(text)
