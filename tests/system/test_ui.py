@@ -25,13 +25,11 @@ import redis.asyncio as aioredis
 from common import events
 from common.keys import EVENT_FIELD, Keys
 from tests.support import processes
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.processes import ADMIN_TOKEN
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.waiting import wait_until
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--disable-gpu"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
