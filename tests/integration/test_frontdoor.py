@@ -266,3 +266,14 @@ async def test_half_sent_requests_are_dropped_after_the_idle_timeout(
         writer.close()
     finally:
         proc.stop()
+
+
+async def test_error_bodies_never_echo_a_token(controller: RunningController) -> None:
+    guess = "pic_" + "s" * 40
+    async with aiohttp.ClientSession() as client:
+        for request in (client.post(f"{controller.url}/api/v1/login", json={"token": guess}),
+                        client.get(f"{controller.url}/api/v1/nodes",
+                                   headers={"Authorization": f"Bearer {guess}"})):
+            async with request as reply:
+                text = await reply.text()
+                assert reply.status == 401 and guess not in text, text
