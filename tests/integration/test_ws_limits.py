@@ -123,7 +123,8 @@ async def test_logging_out_closes_the_sessions_sockets(
         async with WsRecorder(browser, controller.ws_url) as ws:
             await ws.send({"op": "ping", "ref": 1})
             await ws.wait_for(lambda m: m["type"] == "ws.pong", 5)
-            async with browser.post(f"{controller.url}/api/v1/logout") as reply:
+            async with browser.post(f"{controller.url}/api/v1/logout",
+                                    headers={"Origin": controller.url}) as reply:
                 assert reply.status == 204
             logged_out = time.monotonic()
             await asyncio.wait_for(ws.closed.wait(), 5)
