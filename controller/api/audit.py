@@ -13,7 +13,7 @@ from common import events
 from common.errors import ValidationError
 from common.redis_client import UNAVAILABLE
 from controller import appkeys
-from controller.api.errors import REQUEST_ID, error_body, json_response
+from controller.api.errors import REQUEST_ID, error_body, json_response, parse_limit
 from controller.auth import PRINCIPAL, Handler, requires
 from controller.store.audit import AuditEntry
 
@@ -84,12 +84,7 @@ async def list_audit(request: web.Request) -> web.Response:
     if unknown:
         raise ValidationError(sorted(unknown)[0], "unknown query parameter; use "
                                                   + ", ".join(sorted(QUERY)))
-    try:
-        limit = int(query.get("limit", "100"))
-    except ValueError:
-        raise ValidationError("limit", "must be a whole number") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ValidationError("limit", f"must be 1-{MAX_LIMIT}")
+    limit = parse_limit(query.get("limit"), MAX_LIMIT)
     status = query.get("status")
     if status is not None and not ((status.isdigit() and len(status) == 3)
                                    or (len(status) == 3 and status[0] in "12345"

@@ -97,6 +97,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+def parse_limit(value: str | None, maximum: int, default: int = 100) -> int:
+    """A list endpoint's ``limit``: a whole number from 1 to ``maximum``, else a 422."""
+    try:
+        limit = int(value) if value is not None else default
+    except ValueError:
+        raise ValidationError("limit", "must be a whole number") from None
+    if not 1 <= limit <= maximum:
+        raise ValidationError("limit", f"must be 1-{maximum}")
+    return limit
+
+
 async def read_json(request: web.Request, max_bytes: int = 1 << 20) -> Any:
     """The request body as JSON, or a 400/422 naming what is wrong."""
     if request.content_length is not None and request.content_length > max_bytes:

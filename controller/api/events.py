@@ -5,10 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from common import events
-from common.errors import ValidationError
 from common.keys import EVENT_FIELD
 from controller import appkeys
-from controller.api.errors import json_response
+from controller.api.errors import json_response, parse_limit
 from controller.store import Store
 from controller.subscription import Subscription, parse_since
 
@@ -20,12 +19,7 @@ MAX_LIMIT = 1000
 async def list_events(request: web.Request) -> web.Response:
     query = request.query
     since = parse_since(query.get("since"))
-    try:
-        limit = int(query.get("limit", "100"))
-    except ValueError:
-        raise ValidationError("limit", "must be a whole number") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise ValidationError("limit", f"must be 1-{MAX_LIMIT}")
+    limit = parse_limit(query.get("limit"), MAX_LIMIT)
     subscription = Subscription.parse(types=query.get("types"), node=query.get("node"),
                                       cluster=query.get("cluster"),
                                       resource=query.get("resource"))
