@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,11 +22,13 @@ from controller.api import events as events_api
 from controller.api import gpio as gpio_api
 from controller.api import health as health_api
 from controller.api import jobs as jobs_api
+from controller.api import metrics as metrics_api
 from controller.api import nodes as nodes_api
 from controller.api import tokens as tokens_api
 from controller.duties import duties_ctx
 from controller.feed import Feed
 from controller.gpio_service import GpioService
+from controller.metrics import Metrics
 from controller.provision import app as provision_app
 from controller.settings import ControllerSettings
 from controller.store import Store
@@ -66,6 +69,11 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[appkeys.STORE] = store
     app[appkeys.HUB] = hub
     app[appkeys.FEED] = Feed(store.events, hub)
+    metrics = app[appkeys.METRICS] = Metrics()
+    metrics.watch(hub, app[appkeys.FEED])
+    app[appkeys.FEED].listeners.append(metrics.read)
+    app[appkeys.FEED].on_published.append(lambda position: metrics.delivered(
+        position, time.time() * 1000))
     # What a failover lost may include desired pin states: re-derive what agents read.
     app[appkeys.FEED].on_lost_events.append(lambda: _rebuild_desired(store))
     app[appkeys.TOKENS] = auth.TokenStore(
@@ -85,8 +93,8 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app.cleanup_ctx.extend([redis_ctx, bootstrap_ctx, feed_ctx, duties_ctx])
     provision_app.setup(app)
     app.on_shutdown.append(close_sockets)
-    for module in (audit_api, health_api, tokens_api, nodes_api, gpio_api, events_api, clusters_api,
-                   jobs_api):
+    for module in (audit_api, metrics_api, health_api, tokens_api, nodes_api, gpio_api,
+                   events_api, clusters_api, jobs_api):
         app.add_routes(module.routes)
     # GET only: RFC 6455 upgrades are GET requests, and a HEAD must not get a 101.
     app.router.add_get("/ws", ws_endpoint.handle, allow_head=False)

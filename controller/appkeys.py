@@ -10,6 +10,7 @@ from common.redis_client import Redis
 from controller.auth import TokenStore
 from controller.feed import Feed
 from controller.gpio_service import GpioService
+from controller.metrics import Metrics
 from controller.settings import ControllerSettings
 from controller.store import Store
 from controller.store.agents import AgentAccess
@@ -21,6 +22,7 @@ REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
 WS = web.AppKey("ws", WebSockets)
+METRICS = web.AppKey("metrics", Metrics)
 FEED = web.AppKey("feed", Feed)
 TOKENS = web.AppKey("tokens", TokenStore)
 GPIO = web.AppKey("gpio", GpioService)

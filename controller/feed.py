@@ -44,6 +44,8 @@ class Feed:
         self.dead_letters = 0
         self.ready = asyncio.Event()
         self.listeners: list[Callable[[events.Event], None]] = []
+        self.on_published: list[Callable[[str], None]] = []
+        """Told the position of each batch once the hub has it (metrics)."""
         self.on_lost_events: list[Callable[[], Awaitable[None]]] = []
         """Run after the stream lost events this feed had delivered (a failover)."""
         self.lost_events = 0
@@ -117,6 +119,8 @@ class Feed:
             self.position = entries[-1][0].decode()
             self._hub.publish(batch)
             self._hub.advance(self.position)
+            for published in self.on_published:
+                published(self.position)
             now = loop.time()
             if now - previous < LINGER_WHEN_FASTER_THAN:
                 await asyncio.sleep(LINGER)

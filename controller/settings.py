@@ -11,6 +11,9 @@ from common.settings import LoggingSettings, RedisSettings, setting
 class ControllerSettings(RedisSettings, LoggingSettings):
     host: str = setting("127.0.0.1", "address to listen on; 0.0.0.0 to serve the LAN")
     port: int = setting(8080, "HTTP port for REST, the UI and /ws")
+    metrics_allow: list[str] = setting(
+        [], "addresses or CIDRs that may read /metrics without a token (Prometheus on the "
+        "same host, say); everyone else needs a token of any role")
     http_idle_timeout: float = setting(
         15.0, "seconds a connection may take to send a request's headers, or stay idle "
         "between requests, before it is closed (half-sent requests cannot pile up)")

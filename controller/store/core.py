@@ -8,6 +8,7 @@ so a client that reads REST and then follows /ws sees neither a gap nor a double
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,12 @@ class Store:
         self.alerts = Alerts(self, client)
         self.tokens = Tokens(self, client)
         self.audit = AuditTrail(self, client)
+
+    async def ping(self) -> float:
+        """Seconds Redis takes to answer a PING."""
+        started = time.perf_counter()
+        await self._client.ping()
+        return time.perf_counter() - started
 
     def lease(self, duty: str, holder: str, ttl: float) -> Lease:
         """The lease of a singleton duty (``pic:lease:{duty}``), held as ``holder``."""

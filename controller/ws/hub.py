@@ -70,10 +70,15 @@ class Hub:
         self.position: tuple[int, int] = (0, 0)
         """The last stream id the feed has handed over (or started after)."""
         self.published = 0
+        self.delivered = 0
+        """Event messages handed to clients' sockets (or their backlogs)."""
         self.kicked = 0
 
     def __len__(self) -> int:
         return sum(len(members) for members in self._groups.values())
+
+    def subscriptions(self) -> int:
+        return len(self._groups)
 
     def clients(self) -> list[Client]:
         return [client for members in self._groups.values() for client in members]
@@ -112,6 +117,7 @@ class Hub:
                     i.frame for i in matched)
             for client in members:
                 client.deliver(data, matched)
+            self.delivered += len(matched) * len(members)
 
     def advance(self, position: str) -> None:
         """The feed has handed over everything up to ``position``."""

@@ -61,6 +61,7 @@ DECISIONS: Final[dict[tuple[str, str], str]] = {
     ("POST", "/api/v1/nodes/{node_id}/ssh-key"): "admin",
     ("GET", "/ws"): "viewer",
     ("GET", "/api/v1/audit"): "admin",
+    ("GET", "/metrics"): "viewer",  # or an address in PIC_METRICS_ALLOW
 }
 
 
