@@ -25,6 +25,7 @@ from controller.api import jobs as jobs_api
 from controller.api import metrics as metrics_api
 from controller.api import nodes as nodes_api
 from controller.api import tokens as tokens_api
+from controller.api.outage import Outage
 from controller.duties import duties_ctx
 from controller.feed import Feed
 from controller.gpio_service import GpioService
@@ -69,6 +70,7 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[appkeys.STORE] = store
     app[appkeys.HUB] = hub
     app[appkeys.FEED] = Feed(store.events, hub)
+    app[appkeys.OUTAGE] = Outage()
     metrics = app[appkeys.METRICS] = Metrics()
     metrics.watch(hub, app[appkeys.FEED])
     app[appkeys.FEED].listeners.append(metrics.read)

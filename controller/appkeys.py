@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from common.redis_client import Redis
+from controller.api.outage import Outage
 from controller.auth import TokenStore
 from controller.feed import Feed
 from controller.gpio_service import GpioService
@@ -23,6 +24,7 @@ STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
 WS = web.AppKey("ws", WebSockets)
 METRICS = web.AppKey("metrics", Metrics)
+OUTAGE = web.AppKey("outage", Outage)
 FEED = web.AppKey("feed", Feed)
 TOKENS = web.AppKey("tokens", TokenStore)
 GPIO = web.AppKey("gpio", GpioService)

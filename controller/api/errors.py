@@ -23,6 +23,7 @@ from common.errors import (
     ValidationError,
 )
 from common.redis_client import UNAVAILABLE
+from controller import appkeys
 from controller.api.frontdoor import request_id_of
 from controller.auth import Handler
 
@@ -84,7 +85,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_response(body, exc.status, headers)
     except Exception as err:
         status, body = error_body(err)
-        if status >= 500:
+        if isinstance(err, UNAVAILABLE):
+            # One warning for the whole outage, not a traceback for every request.
+            request.app[appkeys.OUTAGE].began(err)
+        elif status >= 500 and not isinstance(err, TemporaryError):
             logger.exception("%s %s failed (request %s)", request.method, request.path,
                              request[REQUEST_ID])
         headers = {"X-Request-ID": request[REQUEST_ID]}
@@ -93,6 +97,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="pi-controller"'
         return json_response(body, status, headers)
+    if response.status < 500:
+        request.app[appkeys.OUTAGE].ended()
     response.headers.setdefault("X-Request-ID", request[REQUEST_ID])
     return response
 

@@ -277,3 +277,26 @@ async def test_error_bodies_never_echo_a_token(controller: RunningController) ->
             async with request as reply:
                 text = await reply.text()
                 assert reply.status == 401 and guess not in text, text
+
+
+async def test_a_redis_outage_is_one_warning_and_one_line_not_a_traceback_per_request(
+        private_redis: object, caplog: pytest.LogCaptureFixture) -> None:
+    server = private_redis
+    caplog.set_level(logging.WARNING, logger="controller.api")
+    async with running_controller(server.url) as controller, aiohttp.ClientSession(  # type: ignore[attr-defined]
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
+        server.kill()  # type: ignore[attr-defined]
+        for _ in range(5):
+            async with http.get(f"{controller.url}/api/v1/nodes") as reply:
+                assert reply.status == 503
+                assert (await reply.json())["error"] == "unavailable"
+        server.start()  # type: ignore[attr-defined]
+
+        async def served() -> bool:
+            async with http.get(f"{controller.url}/api/v1/nodes") as reply:
+                return reply.status == 200
+        await wait_until(served, 20, what="the API served again")
+    lines = [r for r in caplog.records if r.name == "controller.api.outage"]
+    assert [r.getMessage().split(" (")[0].split(" after")[0] for r in lines] == [
+        "Redis unreachable", "Redis reachable again"]
+    assert not [r for r in caplog.records if r.exc_info and r.name.startswith("controller.api")]
