@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Final
 from urllib.parse import urlencode, urljoin
 
 import aiohttp
+
+FINAL_CLOSES: Final = {4400: 2, 4401: 1, 1002: 1, 1007: 1, 1009: 1}
+"""Close codes that retrying cannot cure, and the exit code for each (a bad filter is a
+usage error, 2); the others (shutdown, slow consumer) resume with ``since``."""
 
 
 async def follow(url: str, token: str, *, types: str = "", node: str = "", since: str = "",
@@ -37,13 +42,22 @@ async def follow(url: str, token: str, *, types: str = "", node: str = "", since
             try:
                 async with session.ws_connect(ws_url, heartbeat=30) as ws:
                     print(f"# connected to {ws_url}", file=sys.stderr, flush=True)
-                    async for msg in ws:
+                    reason = ""
+                    while True:
+                        msg = await ws.receive()
+                        if msg.type == aiohttp.WSMsgType.CLOSE:
+                            reason = str(msg.extra or "")
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             break
                         item = msg.json()
                         if "id" in item and not item["type"].startswith("ws."):
                             position = item["id"]
                         print(_line(item), flush=True)
+                    final = FINAL_CLOSES.get(ws.close_code or 0)
+                    if final is not None:  # retrying would be refused the same way
+                        print(f"error: the server closed the stream ({ws.close_code}): "
+                              f"{reason or 'no reason given'}", file=sys.stderr)
+                        return final
                     print(f"# closed ({ws.close_code}); resuming", file=sys.stderr, flush=True)
             except aiohttp.WSServerHandshakeError as err:
                 print(f"error {err.status}: {err.message}", file=sys.stderr)

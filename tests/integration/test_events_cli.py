@@ -42,3 +42,15 @@ async def _run(url: str, token: str) -> subprocess.CompletedProcess[str]:
     import asyncio
 
     return await asyncio.to_thread(run_cli, "--url", url + "/", "--token", token)
+
+
+async def test_following_with_a_bad_filter_stops_with_the_servers_reason(
+        controller: RunningController) -> None:
+    import asyncio
+
+    result = await asyncio.to_thread(run_cli, "--url", controller.url + "/", "--token",
+                                     ADMIN_TOKEN, "--follow", "--types", "nope.nope")
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the server closed the stream (4400): types:"), last
+    assert "resuming" not in result.stderr
