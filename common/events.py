@@ -39,8 +39,9 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
 # --- payloads: one Struct per event type -------------------------------------------------
 
 
-class Payload(msgspec.Struct, kw_only=True, omit_defaults=True):
-    pass
+class Payload(msgspec.Struct, kw_only=True):
+    """Every field is sent, null or empty when unknown: a client may read any field the
+    docs list without checking that it is there."""
 
 
 class NodeDiscovered(Payload):
@@ -69,7 +70,8 @@ class GpioStateChanged(Payload):
     node_id: str
     pin: int
     state: str
-    pwm_duty: float | None = None
+    pwm_duty: int | float | None = None
+    """A whole duty is an integer (75, as the seed shows it), not 75.0."""
     actor: str | None = None
     request_id: str | None = None
     reason: str | None = None
@@ -210,6 +212,8 @@ def gpio_state_changed(
     request_id: str | None = None,
     reason: str | None = None,
 ) -> Event:
+    if isinstance(pwm_duty, float) and pwm_duty.is_integer():
+        pwm_duty = int(pwm_duty)
     return make(GPIO_STATE_CHANGED, GpioStateChanged(
         resource=resource, node_id=node_id, pin=pin, state=state, pwm_duty=pwm_duty,
         actor=actor, request_id=request_id, reason=reason))
