@@ -30,6 +30,10 @@ class ValidationError(PiControllerError):
         self.reason = reason
 
 
+class QueryError(ValidationError):
+    """A query parameter the endpoint does not know (400, naming it)."""
+
+
 class ConflictError(ValidationError):
     pass
 

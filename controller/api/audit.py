@@ -14,6 +14,7 @@ from common.errors import ValidationError
 from common.redis_client import UNAVAILABLE
 from controller import appkeys
 from controller.api.errors import REQUEST_ID, error_body, json_response, parse_limit
+from controller.api.frontdoor import accepts
 from controller.auth import PRINCIPAL, Handler, requires
 from controller.store.audit import AuditEntry
 
@@ -78,12 +79,9 @@ def _matches(entry: AuditEntry, actor: str | None, action: str | None,
 
 @routes.get("/api/v1/audit")
 @requires("admin")
+@accepts(*QUERY)
 async def list_audit(request: web.Request) -> web.Response:
     query = request.query
-    unknown = set(query) - QUERY
-    if unknown:
-        raise ValidationError(sorted(unknown)[0], "unknown query parameter; use "
-                                                  + ", ".join(sorted(QUERY)))
     limit = parse_limit(query.get("limit"), MAX_LIMIT)
     status = query.get("status")
     if status is not None and not ((status.isdigit() and len(status) == 3)

@@ -18,6 +18,7 @@ from common.errors import (
     ForbiddenError,
     NotFoundError,
     NotReplicatedError,
+    QueryError,
     TemporaryError,
     ThrottledError,
     ValidationError,
@@ -43,6 +44,9 @@ def error_body(err: BaseException) -> tuple[int, dict[str, Any]]:
     """The status and JSON body for an exception; unexpected ones say nothing inside."""
     if isinstance(err, ConflictError):
         return 409, {"error": "conflict", "field": err.field, "reason": err.reason,
+                     "message": str(err)}
+    if isinstance(err, QueryError):
+        return 400, {"error": "bad_request", "field": err.field, "reason": err.reason,
                      "message": str(err)}
     if isinstance(err, ValidationError):
         return 422, {"error": "validation_failed", "field": err.field, "reason": err.reason,

@@ -8,6 +8,7 @@ from common import events
 from common.keys import EVENT_FIELD
 from controller import appkeys
 from controller.api.errors import json_response, parse_limit
+from controller.api.frontdoor import accepts
 from controller.store import Store
 from controller.subscription import Subscription, parse_since
 
@@ -16,6 +17,7 @@ MAX_LIMIT = 1000
 
 
 @routes.get("/api/v1/events")
+@accepts("types", "node", "cluster", "resource", "since", "limit")
 async def list_events(request: web.Request) -> web.Response:
     query = request.query
     since = parse_since(query.get("since"))

@@ -17,15 +17,18 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from collections.abc import Callable
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
-from typing import Final
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from common.errors import ForbiddenError
+from common.errors import ForbiddenError, QueryError
 from controller import appkeys
 from controller.auth import SESSION_COOKIE, Handler
+
+H = TypeVar("H", bound=Handler)
 
 REQUEST_ID_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -38,6 +41,7 @@ SECURITY_HEADERS: Final = {
 }
 HSTS: Final = "max-age=31536000"
 LOGIN_PATH: Final = "/api/v1/login"
+API_PREFIX: Final = "/api/"
 CLIENT_HTTPS: Final = web.RequestKey("client_https", bool)
 """Whether the client itself used HTTPS (directly, or to a trusted proxy)."""
 
@@ -128,7 +132,25 @@ async def frontdoor_middleware(request: web.Request, handler: Handler) -> web.St
     refusal = csrf_refusal(client, settings.allowed_origins)
     if refusal is not None:
         raise ForbiddenError(refusal)
+    if client.method in ("GET", "HEAD") and client.path.startswith(API_PREFIX):
+        check_query(client, getattr(handler, "query_params", frozenset()))
     return await handler(client)
+
+
+def accepts(*names: str) -> Callable[[H], H]:
+    """Declare the query parameters a GET endpoint takes; any other is a 400 naming it."""
+    def mark(handler: H) -> H:
+        handler.query_params = frozenset(names)  # type: ignore[attr-defined]
+        return handler
+    return mark
+
+
+def check_query(request: web.Request, accepted: frozenset[str]) -> None:
+    unknown = sorted(set(request.query) - accepted)
+    if unknown:
+        known = ", ".join(sorted(accepted)) or "none"
+        raise QueryError(unknown[0][:64], f"unknown query parameter (this endpoint takes: "
+                                          f"{known})")
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -7,12 +7,14 @@ from aiohttp import web
 from common.errors import NotFoundError
 from controller import appkeys
 from controller.api.errors import REQUEST_ID, json_response, read_json
+from controller.api.frontdoor import accepts
 from controller.auth import principal_of, requires
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/api/v1/gpio")
+@accepts("node")
 async def list_pins(request: web.Request) -> web.Response:
     pins = await request.app[appkeys.STORE].gpio.all()
     node = request.query.get("node")

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from common.errors import NotFoundError, ValidationError
 from controller.api.errors import json_response, read_json
+from controller.api.frontdoor import accepts
 from controller.auth import requires
 from controller.provision import install_key
 from controller.provision.app import CLUSTERS, HOST_KEYS, JOBS, SSH_KEY
@@ -14,6 +15,7 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/api/v1/jobs")
+@accepts("node", "cluster", "limit")
 async def list_jobs(request: web.Request) -> web.Response:
     try:
         limit = int(request.query.get("limit", "100"))

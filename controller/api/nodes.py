@@ -7,6 +7,7 @@ from aiohttp import web
 from common.errors import NotFoundError, ValidationError
 from controller import appkeys, node_admin
 from controller.api.errors import json_response, read_json
+from controller.api.frontdoor import accepts
 from controller.auth import principal_of, requires
 from controller.discovery import service
 
@@ -91,6 +92,7 @@ async def revoke_agent_credentials(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/nodes/{node_id}/metrics")
+@accepts("limit")
 async def node_metrics(request: web.Request) -> web.Response:
     """Recent health reports, newest first; ``?limit=`` (default 60)."""
     raw = request.query.get("limit", str(METRICS_DEFAULT))

@@ -300,3 +300,25 @@ async def test_a_redis_outage_is_one_warning_and_one_line_not_a_traceback_per_re
     assert [r.getMessage().split(" (")[0].split(" after")[0] for r in lines] == [
         "Redis unreachable", "Redis reachable again"]
     assert not [r for r in caplog.records if r.exc_info and r.name.startswith("controller.api")]
+
+
+async def test_every_api_read_refuses_a_query_parameter_it_does_not_know(
+        controller: RunningController, http: aiohttp.ClientSession) -> None:
+    paths = set()
+    for route in controller.app.router.routes():  # type: ignore[attr-defined]
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("formatter") or info.get("path") or ""
+        if route.method == "GET" and path.startswith("/api/"):
+            for name in ("name", "node_id", "cluster_id", "job_id", "address"):
+                path = path.replace("{" + name + "}", "x")
+            paths.add(path)
+    assert len(paths) >= 15
+    wrong = []
+    for path in sorted(paths):
+        async with http.get(controller.url + path, params={"colour": "red"}) as reply:
+            body = await reply.json()
+            if reply.status != 400 or body.get("field") != "colour":
+                wrong.append(f"{path}: {reply.status} {body}")
+    assert not wrong, "\n".join(wrong)
+    async with http.get(f"{controller.url}/api/v1/gpio", params={"node": "pi-1"}) as reply:
+        assert reply.status == 200  # a parameter it takes
