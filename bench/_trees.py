@@ -20,6 +20,8 @@ BEFORE_CONFINEMENT = "8c3fe34"
 """The last revision in which agents wrote shared state with the controller's credentials."""
 BEFORE_WS_BOUNDS = "8ee8c48"
 """The last revision before /ws bounded what it queues per client (and split controller/ws)."""
+BEFORE_HISTORY_PAGES = "ce72824"
+"""The last revision in which /api/v1/events read the stream ``limit`` entries at a time."""
 
 
 def materialize(rev: str, into: Path) -> Path:

@@ -48,6 +48,8 @@ class Subscription:
     resources: frozenset[str] = frozenset()
     _exact: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     _globs: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _needles: tuple[tuple[bytes, ...], ...] = field(default=(), compare=False, repr=False)
+    """For each filter, the strings one of which a matching entry's raw bytes must hold."""
 
     @classmethod
     def parse(cls, *, types: Any = None, node: Any = None, cluster: Any = None,
@@ -80,14 +82,30 @@ class Subscription:
                 if pattern not in known:
                     raise ValidationError("types", f"unknown event type {pattern!r}")
                 exact.add(pattern)
+        nodes, clusters = _split(node, "node"), _split(cluster, "cluster")
+        resources = _split(resource, "resource")
+        # Globs name known types only: as needles they are the types they match.
+        named = exact | {t for t in known if globs and re.match("|".join(globs), t)}
+        needles = tuple(tuple(sorted(v.encode() for v in values))
+                        for values in (named, nodes, clusters, resources) if values)
         return cls(
             types=type_set,
-            nodes=_split(node, "node"),
-            clusters=_split(cluster, "cluster"),
-            resources=_split(resource, "resource"),
+            nodes=nodes,
+            clusters=clusters,
+            resources=resources,
             _exact=frozenset(exact),
             _globs=re.compile("|".join(globs)) if globs else None,
+            _needles=needles,
         )
+
+    @property
+    def needles(self) -> tuple[tuple[bytes, ...], ...]:
+        return self._needles
+
+    def may_match(self, raw: bytes) -> bool:
+        """False only for an entry that cannot match: a type, node, cluster or resource
+        it would have to name is not in its bytes. Skips decoding what is filtered out."""
+        return all(any(needle in raw for needle in group) for group in self._needles)
 
     @property
     def everything(self) -> bool:

@@ -79,6 +79,53 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+_SCAN = """
+local position, count, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local entries
+if ARGV[4] == '1' then
+  entries = redis.call('XREVRANGE', KEYS[1], position == '+' and '+' or '(' .. position,
+                       '-', 'COUNT', count)
+else
+  entries = redis.call('XRANGE', KEYS[1], position == '-' and '-' or '(' .. position,
+                       '+', 'COUNT', count)
+end
+local groups, at = {}, 6
+for g = 1, tonumber(ARGV[5]) do
+  local n, group = tonumber(ARGV[at]), {}
+  for k = 1, n do group[k] = ARGV[at + k] end
+  groups[g] = group
+  at = at + n + 1
+end
+local out, found, last = {false}, 0, false
+for _, entry in ipairs(entries) do
+  last = entry[1]
+  local fields, raw = entry[2], ''
+  for f = 1, #fields, 2 do
+    if fields[f] == 'e' then raw = fields[f + 1] end
+  end
+  local ok = true
+  for _, group in ipairs(groups) do
+    local any = false
+    for _, needle in ipairs(group) do
+      if string.find(raw, needle, 1, true) then any = true break end
+    end
+    if not any then ok = false break end
+  end
+  if ok then
+    out[#out + 1] = entry[1]
+    out[#out + 1] = raw
+    found = found + 1
+    if found >= want then break end
+  end
+end
+if #entries == count or found >= want then out[1] = last end
+return out
+"""
+"""One page of a filtered history read, done inside Redis: XRANGE/XREVRANGE ``count``
+entries from a position and keep those holding one needle of every group. The event field
+is ``e`` (EVENT_FIELD)."""
+
+
 class EventLog:
     def __init__(self, store: Store, client: Redis) -> None:
         self._store = store
@@ -109,6 +156,23 @@ class EventLog:
         """Make the next ids follow ``entry_id`` (XSETID), unless they already do."""
         with contextlib.suppress(ResponseError):  # newer entries exist: their ids follow it
             await self._redis.execute_command("XSETID", self._keys.events, entry_id)
+
+    async def scan(self, *, position: str, newest_first: bool, count: int,
+                   needles: tuple[tuple[bytes, ...], ...], want: int
+                   ) -> tuple[list[Entry], str | None]:
+        """Up to ``want`` entries among the next ``count`` from ``position`` (exclusive;
+        "+"/"-" for the ends) whose bytes hold, for every group of ``needles``, one of
+        them; filtered inside Redis, so what cannot match never crosses the wire. Returns
+        them and where to go on (None at the end of the stream)."""
+        args: list[object] = [position, count, want, "1" if newest_first else "0",
+                              len(needles)]
+        for group in needles:
+            args += [len(group), *group]
+        reply = await self._redis.eval(_SCAN, 1, self._keys.events, *args)
+        next_position = reply[0].decode() if reply[0] else None
+        found: list[Entry] = [(reply[i], {EVENT_FIELD: reply[i + 1]})
+                              for i in range(1, len(reply), 2)]
+        return found, next_position
 
     async def read(self, after: str, count: int, block_ms: int) -> list[Entry]:
         """Entries after ``after``, waiting up to ``block_ms`` for the first."""
