@@ -49,7 +49,8 @@ class Subscription:
     _exact: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     _globs: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     _needles: tuple[tuple[bytes, ...], ...] = field(default=(), compare=False, repr=False)
-    """For each filter, the strings one of which a matching entry's raw bytes must hold."""
+    """For each filter, the strings one of which a matching entry's raw bytes must hold
+    (history reads filter on them inside Redis, before decoding)."""
 
     @classmethod
     def parse(cls, *, types: Any = None, node: Any = None, cluster: Any = None,
@@ -101,11 +102,6 @@ class Subscription:
     @property
     def needles(self) -> tuple[tuple[bytes, ...], ...]:
         return self._needles
-
-    def may_match(self, raw: bytes) -> bool:
-        """False only for an entry that cannot match: a type, node, cluster or resource
-        it would have to name is not in its bytes. Skips decoding what is filtered out."""
-        return all(any(needle in raw for needle in group) for group in self._needles)
 
     @property
     def everything(self) -> bool:
