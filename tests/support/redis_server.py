@@ -17,6 +17,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def kill_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL, as a crash or a pulled plug would end it."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
 def stop_process(process: subprocess.Popen[bytes] | None) -> None:
     """SIGTERM, and SIGKILL if it has not ended within 10 s."""
     if process is not None and process.poll() is None:
@@ -74,9 +81,7 @@ class RedisServer:
             client.close()
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        kill_process(self.process)
 
     def stop(self) -> None:
         stop_process(self.process)

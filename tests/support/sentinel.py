@@ -30,7 +30,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.support.redis_server import RedisServer, free_port, stop_process
+from tests.support.redis_server import RedisServer, free_port, kill_process, stop_process
 
 T = TypeVar("T")
 
@@ -210,9 +210,7 @@ class SentinelProcess:
                                timeout)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        kill_process(self.process)
 
     def stop(self) -> None:
         stop_process(self.process)
