@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +63,18 @@ async def seed_pins(settings: ControllerSettings, node_ids: list[str]) -> None:
         await redis.aclose()
 
 
+def cli_path() -> str:
+    """How to run ``pi-controller`` from here: its name when it is on the PATH, else the
+    path the install put it at (``.venv/bin/pi-controller`` after ./scripts/demo)."""
+    if shutil.which("pi-controller"):
+        return "pi-controller"
+    installed = Path(sys.executable).parent / "pi-controller"
+    try:
+        return str(installed.relative_to(Path.cwd()))
+    except ValueError:
+        return str(installed)
+
+
 async def run_demo(settings: ControllerSettings, nodes: int, state_dir: Path) -> None:
     token = settings.admin_token or "pic_" + secrets.token_urlsafe(24)
     async with contextlib.AsyncExitStack() as stack:
@@ -97,7 +110,7 @@ async def run_demo(settings: ControllerSettings, nodes: int, state_dir: Path) ->
             print(f"\nPi-Controller demo is running with {nodes} simulated Pis.\n"
                   f"  Web UI:       {url}\n"
                   f"  Admin token:  {token}\n"
-                  f"  Events:       pi-controller events --follow --url {url} --token {token}\n"
+                  f"  Events:       {cli_path()} events --follow --url {url} --token {token}\n"
                   f"  REST:         curl -H 'Authorization: Bearer {token}' {url}api/v1/nodes\n"
                   "Press Ctrl-C to stop.\n", flush=True)
             await server

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +54,16 @@ async def test_demo_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path) 
         await wait_ready(url, demo, timeout=30)
         await wait_until(lambda: "Admin token:" in demo.log(), 20, what="the banner")
         assert ADMIN_TOKEN in demo.log()
+        # The banner's events command runs as printed (the CLI by a path that exists).
+        [line] = [ln for ln in demo.log().splitlines() if "Events:" in ln]
+        command = line.split("Events:", 1)[1].split()
+        assert command[0] == "pi-controller" or Path(command[0]).is_file(), command
+        program = (str(Path(sys.executable).parent / "pi-controller")
+                   if command[0] == "pi-controller" else command[0])
+        history = await asyncio.to_thread(
+            subprocess.run, [program, *[a for a in command[1:] if a != "--follow"]],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert history.returncode == 0, history.stderr
         assert demo.process is not None
         children = descendants(demo.process.pid)
         assert len(children) >= 3  # redis + 2 agents
