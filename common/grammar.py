@@ -5,9 +5,12 @@ spaces, quotes or commas into a command line or a list."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Final
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 """Node ids, GPIO resource names, cluster names: an RFC 1123 label, lower case."""
@@ -42,6 +45,28 @@ def ip(value: object) -> str | None:
         return str(ipaddress.ip_address(value))
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=16)
+def networks(entries: tuple[str, ...], setting: str) -> tuple[Network, ...]:
+    """A setting's addresses or CIDRs as networks; ValueError naming the setting and the
+    entry that is neither. Cached: settings are read on every request that needs them."""
+    parsed = []
+    for entry in entries:
+        try:
+            parsed.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{setting}: {entry!r} is not an address or CIDR") from None
+    return tuple(parsed)
+
+
+def within(address: str | None, nets: tuple[Network, ...]) -> bool:
+    """Is ``address`` an IP address inside one of ``nets``?"""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in network for network in nets)
 
 
 def host(value: object) -> str | None:

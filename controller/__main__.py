@@ -9,9 +9,8 @@ import ssl
 import sys
 from pathlib import Path
 
-from common import logs, redis_client, settings
+from common import grammar, logs, redis_client, settings
 from common.errors import ValidationError
-from controller.api.frontdoor import parse_proxies
 from controller.auth import MIN_BOOTSTRAP_TOKEN
 from controller.settings import ControllerSettings
 
@@ -61,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = settings.load(ControllerSettings, args)
         redis_client.check_url(config.redis_target())
-        parse_proxies(tuple(config.trusted_proxies))
+        for entries, flag in ((config.trusted_proxies, "--trusted-proxies"),
+                              (config.metrics_allow, "--metrics-allow"),
+                              (config.node_networks, "--node-networks")):
+            grammar.networks(tuple(entries), flag)
         if bool(config.tls_cert) != bool(config.tls_key):
             raise ValueError("HTTPS needs both --tls-cert and --tls-key (PIC_TLS_CERT, "
                              "PIC_TLS_KEY)")

@@ -205,6 +205,8 @@ class Ingest:
 
     async def _refresh(self, *, force: bool = False) -> None:
         version = await self._access.version()
+        if self._shard == 0:  # once per sweep, not per shard: it covers every agent
+            await self._access.sync_replicas()
         if not force and version == self._version:
             # Redis may have restarted (ACL users live in memory only): put them back.
             await self._access.repair(sorted(self._streams.values()))

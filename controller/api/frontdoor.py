@@ -14,16 +14,15 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import uuid
 from collections.abc import Callable
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from common import grammar
 from common.errors import ForbiddenError, QueryError
 from controller import appkeys
 from controller.auth import SESSION_COOKIE, Handler
@@ -84,20 +83,11 @@ def csrf_refusal(request: web.Request, allowed: list[str]) -> str | None:
     return None
 
 
-def trusted(address: str | None, proxies: list[IPv4Network | IPv6Network]) -> bool:
-    try:
-        ip = ip_address(address or "")
-    except ValueError:
-        return False
-    return any(ip in network for network in proxies)
-
-
-def behind_proxy(request: web.Request, proxies: list[IPv4Network | IPv6Network]
-                 ) -> web.Request:
+def behind_proxy(request: web.Request, proxies: tuple[grammar.Network, ...]) -> web.Request:
     """The request as the client made it, when it came through a trusted proxy: its scheme
     from X-Forwarded-Proto, its address the nearest X-Forwarded-For hop that is not a
     trusted proxy. Anyone else's forwarding headers are ignored."""
-    if not proxies or not trusted(request.remote, proxies):
+    if not proxies or not grammar.within(request.remote, proxies):
         return request
     scheme = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
     hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")
@@ -105,29 +95,17 @@ def behind_proxy(request: web.Request, proxies: list[IPv4Network | IPv6Network]
     remote = request.remote or ""
     for hop in reversed(hops):
         remote = hop
-        if not trusted(hop, proxies):
+        if not grammar.within(hop, proxies):
             break
     return request.clone(scheme=scheme if scheme in ("http", "https") else request.scheme,
                          remote=remote)
 
 
-@functools.lru_cache(maxsize=8)
-def parse_proxies(entries: tuple[str, ...]) -> list[IPv4Network | IPv6Network]:
-    """``--trusted-proxies`` as networks; ValueError naming a bad entry."""
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ip_network(entry, strict=False))
-        except ValueError:
-            raise ValueError(f"--trusted-proxies: {entry!r} is not an address or CIDR"
-                             ) from None
-    return networks
-
-
 @web.middleware
 async def frontdoor_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[appkeys.SETTINGS]
-    client = behind_proxy(request, parse_proxies(tuple(settings.trusted_proxies)))
+    client = behind_proxy(request, grammar.networks(tuple(settings.trusted_proxies),
+                                                    "--trusted-proxies"))
     request[CLIENT_HTTPS] = client.secure  # for the headers of whatever response follows
     refusal = csrf_refusal(client, settings.allowed_origins)
     if refusal is not None:

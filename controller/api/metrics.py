@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from ipaddress import ip_address, ip_network
-
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
+from common import grammar
 from common.redis_client import UNAVAILABLE
 from controller import appkeys
 from controller.auth import requires
@@ -15,19 +14,12 @@ from controller.auth import requires
 routes = web.RouteTableDef()
 
 
-def allow_listed(address: str | None, allowed: list[str]) -> bool:
-    try:
-        ip = ip_address(address or "")
-    except ValueError:
-        return False
-    return any(ip in ip_network(entry, strict=False) for entry in allowed)
-
-
 @routes.get("/metrics")
 @requires(None)  # decided here: an allow-listed scraper needs no token
 async def metrics(request: web.Request) -> web.Response:
     settings = request.app[appkeys.SETTINGS]
-    if not allow_listed(request.remote, settings.metrics_allow):
+    if not grammar.within(request.remote, grammar.networks(tuple(settings.metrics_allow),
+                                                           "--metrics-allow")):
         await request.app[appkeys.TOKENS].authenticate(request)  # 401 without a token
     figures, store = request.app[appkeys.METRICS], request.app[appkeys.STORE]
     try:

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+from ipaddress import ip_network
 
 from common import grammar
 from common.errors import ConflictError, ValidationError
@@ -71,7 +71,8 @@ class Discovery:
             await registry.problem(self._store, "scan", settings.scan_subnet, str(err))
             return
         if not any(subnet.version == n.version and subnet.subnet_of(n)  # type: ignore[arg-type]
-                   for n in networks(settings.node_networks)):
+                   for n in grammar.networks(tuple(settings.node_networks),
+                                             "--node-networks")):
             await registry.problem(self._store, "scan", settings.scan_subnet,
                                    "outside the node networks (PIC_NODE_NETWORKS): not scanned")
             return
@@ -114,14 +115,10 @@ def validate(address: object, name: object) -> tuple[str, str]:
     return address, name
 
 
-def networks(cidrs: list[str]) -> list[IPv4Network | IPv6Network]:
-    return [ip_network(c, strict=False) for c in cidrs]
-
-
 async def check_network(address: str, allowed: list[str]) -> None:
     """ValidationError unless ``address`` (or every address a host name resolves to) is
     inside ``allowed``: an operator cannot make the controller probe any host anywhere."""
-    within = networks(allowed)
+    nets = grammar.networks(tuple(allowed), "--node-networks")
     if grammar.ip(address) is not None:
         found = [address]
     else:
@@ -132,7 +129,7 @@ async def check_network(address: str, allowed: list[str]) -> None:
             raise ValidationError("address", f"{address} does not resolve") from None
         found = sorted({str(info[4][0]) for info in infos})
     for each in found:
-        if not any(ip_address(each) in network for network in within):
+        if not grammar.within(each, nets):
             raise ValidationError("address", f"{each} is outside the node networks "
                                              "(PIC_NODE_NETWORKS)")
 

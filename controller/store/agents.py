@@ -96,7 +96,7 @@ class AgentAccess:
         await self._redis.incr(self._keys.agents_version)
         await self._ensure_ingress(node_id)
         await self._disconnect(username)
-        await self._sync_replicas()
+        await self.sync_replicas()
         logger.info("agent credentials issued for node %s (user %s)", node_id, username)
         return AgentCredentials(redis_url=agent_url(self._redis_url, self._agent_address,
                                                     username, password), username=username)
@@ -108,7 +108,7 @@ class AgentAccess:
         await self._redis.incr(self._keys.agents_version)
         await self._redis.execute_command("ACL", "DELUSER", username)
         await self._disconnect(username)
-        await self._sync_replicas()
+        await self.sync_replicas()
         if removed:
             logger.info("agent credentials of node %s revoked", node_id)
         return bool(removed)
@@ -137,20 +137,18 @@ class AgentAccess:
 
     async def repair(self, node_ids: list[str]) -> int:
         """Re-apply the users when Redis has lost any of them (it restarted, or someone
-        deleted one by hand), and copy them to the replicas Sentinel knows (ACLs are not
-        replicated: a promoted replica must have them already); returns how many the
-        primary was missing."""
+        deleted one by hand); returns how many were missing."""
         present = {u.decode() for u in await self._redis.execute_command("ACL", "USERS")}
         missing = [n for n in node_ids if self._keys.agent_user(n) not in present]
         if missing:
             logger.warning("Redis had lost %d agent user(s) (restarted without them?); "
                            "re-creating them", len(missing))
             await self.apply_all(missing)
-        await self._sync_replicas()
         return len(missing)
 
-    async def _sync_replicas(self) -> None:
-        """Make every replica's agent users those of the primary."""
+    async def sync_replicas(self) -> None:
+        """Make every replica's agent users those of the primary (ACLs are not replicated:
+        a promoted replica must have them already). Without Sentinel, nothing to do."""
         replicas = await redis_client.replicas_of(self._redis)
         if not replicas:
             return

@@ -10,8 +10,8 @@ together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from redis.asyncio.client import Pipeline
 
@@ -24,6 +24,8 @@ from controller.store import tx
 
 if TYPE_CHECKING:
     from controller.store.core import Store
+
+T = TypeVar("T")
 
 _MEMBER_FIELDS = {"role": "role", "state": "state", "host": "hostname", "job": "job_id"}
 """Member field prefix in the cluster hash -> its name in ``Member``."""
@@ -79,6 +81,12 @@ class Clusters:
         self._store = store
         self._redis = client
         self._keys = store.keys
+
+    async def _commit(self, watch: list[str], body: Callable[[Pipeline], Awaitable[T]],
+                      cluster_id: str) -> T:
+        """A change of one cluster: a transaction, confirmed by replicas where asked."""
+        return await tx.transact(self._redis, watch, body, what=f"cluster {cluster_id!r}",
+                                 field="cluster", confirm=self._store.confirm)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -167,8 +175,7 @@ class Clusters:
             pipe.hset(key, mapping={**fields, **{f"job:{job.node_id}": job.id for job in jobs}})
             self._store.jobs.stage_enqueue(pipe, jobs)
 
-        await tx.transact(self._redis, [], body, what=f"cluster {cluster_id!r}",
-                          field="cluster", confirm=self._store.confirm)
+        await self._commit([], body, cluster_id)
 
     # --- the cluster record ----------------------------------------------------------
 
@@ -186,8 +193,7 @@ class Clusters:
             pipe.hset(key, mapping=fields)
             return True
 
-        return await tx.transact(self._redis, [key], body, what=f"cluster {cluster.id!r}",
-                                 field="cluster", confirm=self._store.confirm)
+        return await self._commit([key], body, cluster.id)
 
     async def mark_deleting(self, cluster_id: str) -> bool:
         """The cluster is being deleted (its members are leaving); False if it is gone."""
@@ -200,8 +206,7 @@ class Clusters:
             pipe.hset(key, "status", "deleting")
             return True
 
-        return await tx.transact(self._redis, [key], body, what=f"cluster {cluster_id!r}",
-                                 field="cluster", confirm=self._store.confirm)
+        return await self._commit([key], body, cluster_id)
 
     async def delete_empty(self, cluster_id: str) -> bool:
         """Delete a cluster that has no members, and announce it; False if it is gone,
@@ -223,8 +228,7 @@ class Clusters:
                 "info", f"cluster {cluster.name} deleted", source="provisioner"))
             return True
 
-        return await tx.transact(self._redis, [key], body, what=f"cluster {cluster_id!r}",
-                                 field="cluster", confirm=self._store.confirm)
+        return await self._commit([key], body, cluster_id)
 
     async def set_token_digest(self, cluster_id: str, digest: str) -> None:
         """Record the SHA-256 of the join token the cluster's first server holds."""
@@ -246,8 +250,7 @@ class Clusters:
             pipe.hset(key, "status", "ready")
             return True
 
-        return await tx.transact(self._redis, [key], body, what=f"cluster {cluster_id!r}",
-                                 field="cluster", confirm=self._store.confirm)
+        return await self._commit([key], body, cluster_id)
 
     # --- one member ------------------------------------------------------------------
 
@@ -296,8 +299,7 @@ class Clusters:
                 cluster_id, node_id, ip_address, node_status))
             return True
 
-        return await tx.transact(self._redis, [key], body, what=f"cluster {cluster_id!r}",
-                                 field="cluster", confirm=self._store.confirm)
+        return await self._commit([key], body, cluster_id)
 
     async def remove_member(self, cluster_id: str, node_id: str, ip_address: str,
                             node_status: str) -> tuple[Cluster, bool] | None:
@@ -334,5 +336,4 @@ class Clusters:
                 cluster_id, node_id, ip_address, node_status))
             return cluster, deleted
 
-        return await tx.transact(self._redis, [ckey], body, what=f"cluster {cluster_id!r}",
-                                 field="cluster", confirm=self._store.confirm)
+        return await self._commit([ckey], body, cluster_id)

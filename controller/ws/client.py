@@ -94,10 +94,14 @@ class Client:
         if self.buffering:
             self.buffered.extend(items)
             return
-        if self.slow or self.transport.get_write_buffer_size() > self.hub.soft_limit:
+        if self.slow:
             self._coalesce(items)
             return
-        if self._write(data):
+        queued = self.transport.get_write_buffer_size()
+        if queued > self.hub.soft_limit:
+            self._coalesce(items)
+            return
+        if self._write(data, queued):
             self.last_id = items[-1].id
 
     def send_many(self, items: Sequence[Outgoing]) -> None:
@@ -211,12 +215,15 @@ class Client:
     def ping(self) -> None:
         self._write(PING_FRAME)
 
-    def _write(self, data: bytes) -> bool:
+    def _write(self, data: bytes, queued: int | None = None) -> bool:
         """Queue ``data`` unless that takes the client past its hard limit (then it is
-        closed as slow). False if nothing was queued."""
+        closed as slow). False if nothing was queued. ``queued``: the write buffer's size
+        when the caller has just read it (the fan-out reads it once per delivery)."""
         if self.closed:
             return False
-        if self.transport.get_write_buffer_size() + len(data) > self.hub.hard_limit:
+        if queued is None:
+            queued = self.transport.get_write_buffer_size()
+        if queued + len(data) > self.hub.hard_limit:
             self.kick_slow()
             return False
         try:
