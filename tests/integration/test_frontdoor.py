@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from common import events
@@ -283,6 +284,10 @@ async def test_a_redis_outage_is_one_warning_and_one_line_not_a_traceback_per_re
         private_redis: object, caplog: pytest.LogCaptureFixture) -> None:
     server = private_redis
     caplog.set_level(logging.WARNING, logger="controller.api")
+    # Every write on disk at once, so the admin token survives the kill below (the default
+    # fsync each second can lose it, and every call after the restart would be a 401).
+    with redis.Redis.from_url(server.url) as admin:  # type: ignore[attr-defined]
+        admin.config_set("appendfsync", "always")
     async with running_controller(server.url) as controller, aiohttp.ClientSession(  # type: ignore[attr-defined]
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
         server.kill()  # type: ignore[attr-defined]
